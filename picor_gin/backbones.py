@@ -1,0 +1,236 @@
+"""Backbones: the single-task RL algorithm of PiCor's policy optimization phase.
+
+A backbone owns the actor and critics, returns its losses (it never calls backward, so a
+method can combine per-task gradients), and gives the correction phase what it needs: a
+snapshot of the policy on some states, the advantage A^{pi_t} and the divergence to pi'_t.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import math
+
+import gin
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+from torchrl.modules import ProbabilisticActor, TanhNormal
+
+from picor_gin.networks import Network, OneHotMLP
+
+
+def soft_bellman_target(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    next_target_q: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """r + gamma * (1 - terminated) * (min_i Q_target_i(s', a') - alpha_z * log pi(a'|s')).
+
+    SAC's target (Haarnoja et al. 2018, eq. 3 with the twin-min of Fujimoto et al.); DESIGN.md
+    section 1 step 3. `next_target_q` holds both twins on its last axis. Only termination stops
+    the bootstrap: a time-limit truncation still bootstraps.
+    """
+    soft_value = next_target_q.min(-1).values - alpha * next_log_prob
+    return reward + gamma * (~terminated).to(reward.dtype) * soft_value
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Single-task RL algorithm with per-task inputs, used by PiCor's two phases.
+
+    Attributes:
+        gamma: discount, also used by eq. (10)'s threshold c * (1 - gamma).
+        policy: TorchRL module reading "observation", writing "action" (collection and evaluation).
+    """
+
+    gamma: float
+    policy: TensorDictModule
+
+    @abc.abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer: "actor", "critic" and, where the backbone has one, "alpha"."""
+
+    @abc.abstractmethod
+    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Policy optimization losses ("loss_*") on a batch, plus detached diagnostics."""
+
+    @abc.abstractmethod
+    def update_targets(self) -> None:
+        """Moves target networks toward the online ones after an optimization step."""
+
+    @abc.abstractmethod
+    def task_stats(self) -> dict[str, torch.Tensor]:
+        """Per-task statistics of shape [N] a weighting rule may use (SAC: "alpha")."""
+
+    @abc.abstractmethod
+    def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
+        """The current policy's outputs on `observation`, detached, for use after later steps."""
+
+    @abc.abstractmethod
+    def value_baseline(
+        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
+    ) -> torch.Tensor:
+        """E_{a'~pi_t}[Q(s, a'; z)] under the current critic: the baseline of A^{pi_t}."""
+
+    @abc.abstractmethod
+    def correction_terms(
+        self,
+        observation: torch.Tensor,
+        task_id: torch.Tensor,
+        baseline: torch.Tensor,
+        pi_prime: TensorDictBase,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A^{pi_t}(s, a; z) with a ~ pi_phi reparameterised, divergence(pi_phi || pi'_t))."""
+
+
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
+class SAC(Backbone):
+    """Soft actor-critic with one learnable temperature per task (DESIGN.md section 1, step 3).
+
+    Hand-written rather than TorchRL's SACLoss because that loss has a single temperature and
+    PiCor's eq. (9) needs one per task. Defaults are SAC's (Haarnoja et al. 2018, Table 1);
+    networks are the PiCor paper's (two hidden layers of 512).
+
+    Args:
+        obs_dim, action_dim, num_tasks: supplied by the framework from the task set.
+        network: builder of the actor and twin critic.
+        gamma: discount.
+        target_update_rate: share of the online critic mixed into the target per update.
+        initial_alpha: starting temperature of every task.
+        target_entropy: entropy target of the temperature loss; None means -action_dim.
+        advantage_entropy_coef: k in the correction's advantage
+            A = Q(s,a) - k alpha_z log pi(a|s) - E_{a'~pi_t}[Q(s,a') - k alpha_z log pi_t(a'|s)].
+            k = 0 is the paper's raw-Q advantage; k = 1 the soft advantage, consistent with the
+            soft objective SAC's actor step optimises (DESIGN.md section 1, "Calibration").
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        network: Network | None = None,
+        gamma: float = 0.99,
+        target_update_rate: float = 0.005,
+        initial_alpha: float = 1.0,
+        target_entropy: float | None = None,
+        advantage_entropy_coef: float = 1.0,
+    ):
+        super().__init__()
+        if not 0 < gamma < 1:
+            raise ValueError(f"SAC.gamma must lie in (0, 1), got {gamma}")
+        if not 0 < target_update_rate <= 1:
+            raise ValueError(f"SAC.target_update_rate must lie in (0, 1], got {target_update_rate}")
+        if not initial_alpha > 0:
+            raise ValueError(f"SAC.initial_alpha must be > 0, got {initial_alpha}")
+        network = network or OneHotMLP()
+        self.gamma = gamma
+        self.target_update_rate = target_update_rate
+        self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
+        self.advantage_entropy_coef = advantage_entropy_coef
+        self.actor = network.actor(obs_dim, action_dim, num_tasks)
+        self.critic = network.critic(obs_dim, action_dim, num_tasks)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.full((num_tasks,), math.log(initial_alpha)))
+        self.policy = ProbabilisticActor(
+            TensorDictModule(self.actor, in_keys=["observation"], out_keys=["loc", "scale"]),
+            in_keys=["loc", "scale"],
+            distribution_class=TanhNormal,
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "actor": list(self.actor.parameters()),
+            "critic": list(self.critic.parameters()),
+            "alpha": [self.log_alpha],
+        }
+
+    def _distribution(self, observation: torch.Tensor) -> tuple[TanhNormal, torch.Tensor, torch.Tensor]:
+        loc, scale = self.actor(observation)
+        return TanhNormal(loc, scale), loc, scale
+
+    def _frozen_critic_q(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """min_i Q_i(s, a) with the critic's parameters detached: gradient reaches only `action`."""
+        params = {name: p.detach() for name, p in self.critic.named_parameters()}
+        q = torch.func.functional_call(self.critic, params, (observation, action))
+        return q.min(-1).values
+
+    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        observation, action = batch["observation"], batch["action"]
+        task_id = batch["task_id"]
+        alpha = self.log_alpha.exp()[task_id]  # per-sample alpha_z, shape [B]
+        with torch.no_grad():
+            next_action, next_log_prob = self._distribution(batch["next", "observation"])[0].rsample_and_log_prob()
+            target = soft_bellman_target(
+                batch["next", "reward"].squeeze(-1),
+                batch["next", "terminated"].squeeze(-1),
+                self.target_critic(batch["next", "observation"], next_action),
+                next_log_prob,
+                alpha,
+                self.gamma,
+            )
+        q = self.critic(observation, action)
+        # J_Q of Haarnoja et al. (2018) eq. (5), summed over the twin critics.
+        loss_critic = 0.5 * (q - target.unsqueeze(-1)).square().sum(-1).mean()
+
+        new_action, log_prob = self._distribution(observation)[0].rsample_and_log_prob()
+        # J_pi of eq. (7): alpha_z log pi(a|s;z) - min_i Q_i(s,a;z), critic held fixed.
+        loss_actor = (alpha.detach() * log_prob - self._frozen_critic_q(observation, new_action)).mean()
+        # J(alpha) of eq. (18), per task: only the sampled tasks' log alpha_z get gradient.
+        loss_alpha = -(self.log_alpha[task_id] * (log_prob.detach() + self.target_entropy)).mean()
+        return {
+            "loss_critic": loss_critic,
+            "loss_actor": loss_actor,
+            "loss_alpha": loss_alpha,
+            "entropy": -log_prob.detach().mean(),
+            "q": q.detach().mean(),
+        }
+
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        torch._foreach_lerp_(
+            list(self.target_critic.parameters()),
+            list(self.critic.parameters()),
+            self.target_update_rate,
+        )
+
+    def task_stats(self) -> dict[str, torch.Tensor]:
+        return {"alpha": self.log_alpha.detach().exp()}
+
+    @torch.no_grad()
+    def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
+        dist, loc, scale = self._distribution(observation)
+        action, log_prob = dist.rsample_and_log_prob()
+        return TensorDict(
+            {"loc": loc, "scale": scale, "action": action, "log_prob": log_prob},
+            batch_size=observation.shape[:-1],
+        )
+
+    @torch.no_grad()
+    def value_baseline(
+        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
+    ) -> torch.Tensor:
+        alpha = self.log_alpha.exp()[task_id]
+        q = self.critic(observation, pi_t["action"]).min(-1).values
+        return q - self.advantage_entropy_coef * alpha * pi_t["log_prob"]
+
+    def correction_terms(
+        self,
+        observation: torch.Tensor,
+        task_id: torch.Tensor,
+        baseline: torch.Tensor,
+        pi_prime: TensorDictBase,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dist, loc, scale = self._distribution(observation)
+        action, log_prob = dist.rsample_and_log_prob()
+        alpha = self.log_alpha.detach().exp()[task_id]
+        gain = self._frozen_critic_q(observation, action) - self.advantage_entropy_coef * alpha * log_prob
+        # The KL is exact on the pre-tanh Gaussians (tanh is a bijection, so it is the same KL).
+        divergence = kl_divergence(
+            Normal(loc, scale), Normal(pi_prime["loc"], pi_prime["scale"])
+        ).sum(-1)
+        return gain - baseline, divergence

@@ -1,0 +1,152 @@
+"""Lightning callbacks keyed on global environment steps: evaluation, checkpoints, monitoring."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from picor_gin.data import MultiTaskData
+from picor_gin.evaluation import evaluate
+from picor_gin.task_sets import TaskSet
+
+
+def _env_steps(trainer: L.Trainer) -> int:
+    data: MultiTaskData = trainer.datamodule
+    return data.env_steps
+
+
+class PeriodicEvaluation(L.Callback):
+    """Evaluates every `every_env_steps` and at the end; appends rows to eval.jsonl (rank 0)."""
+
+    def __init__(self, task_set: TaskSet, every_env_steps: int, episodes: int, seed: int, path: Path):
+        self.task_set = task_set
+        self.every_env_steps = every_env_steps
+        self.episodes = episodes
+        self.seed = seed
+        self.path = Path(path)
+        self.last_env_steps = -1
+        self.last_row: dict[str, Any] | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if _env_steps(trainer) != self.last_env_steps:
+            self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        env_steps = _env_steps(trainer)
+        self.last_env_steps = env_steps
+        if not trainer.is_global_zero:
+            return
+        row = {"env_steps": env_steps, **evaluate(pl_module.policy, self.task_set, self.episodes, self.seed)}
+        self.last_row = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        metrics = {}
+        for name, result in row["tasks"].items():
+            metrics.update({f"eval/{k}/{name}": v for k, v in result.items() if v is not None})
+        metrics.update({f"eval/{k}": row[k] for k in ("mean_return", "mean_success", "mean_score") if row[k] is not None})
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=env_steps)
+        pl_module.log("eval_score" if row["mean_score"] is not None else "eval_return",
+                      row["mean_score"] if row["mean_score"] is not None else row["mean_return"],
+                      prog_bar=True, logger=False, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_env_steps": self.last_env_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_env_steps = state_dict["last_env_steps"]
+
+
+class EnvStepCheckpoint(L.Callback):
+    """Writes `last.ckpt` (model, optimizers, replay buffers) every N env steps, at the end and
+    on a failure; written to a temporary file then renamed, so a crash mid-save keeps the old one."""
+
+    def __init__(self, dirpath: Path, every_env_steps: int):
+        self.dirpath = Path(dirpath)
+        self.every_env_steps = every_env_steps
+        self.saved_env_steps = 0
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.dirpath / "last.ckpt.tmp"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.last_path)
+        self.saved_env_steps = _env_steps(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if _env_steps(trainer) - self.saved_env_steps >= self.every_env_steps:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # The parameters may already be non-finite: keep the last periodic checkpoint as it is
+        # and write the failing state beside it for post-mortems.
+        trainer.save_checkpoint(self.dirpath / "failed.ckpt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved_env_steps": self.saved_env_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved_env_steps = state_dict["saved_env_steps"]
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs env steps and updates per second, recent training returns and the progress bar."""
+
+    def __init__(self, log_every_updates: int):
+        self.log_every_updates = log_every_updates
+        self.updates = 0
+        self._last: tuple[float, int, int] | None = None
+        self._start: tuple[float, int, int] = (time.perf_counter(), 0, 0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After a resume the counters start where the checkpoint left them.
+        self.updates = getattr(pl_module, "updates", 0)
+        self._start = (time.perf_counter(), _env_steps(trainer), self.updates)
+
+    def totals(self, trainer: L.Trainer) -> dict[str, float]:
+        """Wall time and throughput of this process's fit, for summary.json."""
+        wall_time = time.perf_counter() - self._start[0]
+        return {
+            "wall_time_s": wall_time,
+            "total_env_steps": _env_steps(trainer),
+            "updates": self.updates,
+            "env_steps_per_second": (_env_steps(trainer) - self._start[1]) / wall_time,
+            "updates_per_second": (self.updates - self._start[2]) / wall_time,
+        }
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.updates += 1
+        if self.updates % self.log_every_updates:
+            return
+        data: MultiTaskData = trainer.datamodule
+        now = time.perf_counter()
+        metrics: dict[str, float] = {}
+        if self._last is not None:
+            seconds = now - self._last[0]
+            metrics["time/env_steps_per_second"] = (data.env_steps - self._last[1]) / seconds
+            metrics["time/updates_per_second"] = (self.updates - self._last[2]) / seconds
+        self._last = (now, data.env_steps, self.updates)
+        for name, returns in zip(data.task_set.names, data.recent_returns):
+            if returns:
+                metrics[f"train/episode_return/{name}"] = sum(returns) / len(returns)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=data.env_steps)
+        pl_module.log("env_steps", float(data.env_steps), prog_bar=True, logger=False)
+        mean_return = data.mean_recent_return()
+        if mean_return is not None:
+            pl_module.log("return", mean_return, prog_bar=True, logger=False)

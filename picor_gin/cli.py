@@ -1,0 +1,101 @@
+"""The run contract of DESIGN.md section 5: flags, run folder, exit codes.
+
+Exit status 0: done; 2: bad input (one line on stderr, nothing created); 1: failure during
+the run (after a checkpoint of the last good state).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import gin
+import torch
+
+import picor_gin  # noqa: F401  (registers the configurables)
+from picor_gin.experiment import Experiment
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BadInput(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a multi-task RL experiment from gin files.")
+    parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable, loaded in order")
+    parser.add_argument("--gin_bindings", action="append", default=[], help="'X.y = v'; repeatable, applied last")
+    parser.add_argument("--run_dir", type=Path, default=None, help="run folder (default runs/<name>/<time>-seed<seed>)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run in DIR")
+    return parser.parse_args(argv)
+
+
+def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]:
+    """Parses gin and builds the Experiment; raises BadInput for anything the user can fix."""
+    gin_files = list(args.gin_file)
+    resume_from = None
+    if args.resume is not None:
+        resume_from = args.resume / "checkpoints" / "last.ckpt"
+        if not resume_from.is_file():
+            raise BadInput(f"--resume {args.resume}: no checkpoint at {resume_from}")
+        gin_files = [str(args.resume / "config.gin"), *gin_files]
+    if not gin_files:
+        raise BadInput("no --gin_file given (e.g. --gin_file=gin_configs/tiny_picor.gin)")
+    for path in gin_files:
+        if not Path(path).is_file() and not (CONFIG_ROOT / path).is_file():
+            raise BadInput(f"gin file not found: {path}")
+    gin.add_config_file_search_path(str(CONFIG_ROOT))
+    try:
+        gin.parse_config_files_and_bindings(gin_files, args.gin_bindings, skip_unknown=False)
+        experiment = Experiment()
+    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+        raise BadInput(_one_line(error)) from error
+    run_dir = args.resume or args.run_dir or experiment.default_run_dir()
+    if args.resume is None and run_dir.exists():
+        raise BadInput(f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it")
+    return experiment, run_dir, resume_from
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    torch.set_flush_denormal(True)  # keeps long CPU runs from slowing down on denormals
+    try:
+        experiment, run_dir, resume_from = _configure(args)
+        built = experiment.build(run_dir)
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    try:
+        summary = experiment.run(built, run_dir, resume_from)
+    except Exception as error:  # noqa: BLE001  (any failure: report it, keep the run folder, exit 1)
+        traceback.print_exc()
+        print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
+        return 1
+    _print_results(summary, run_dir)
+    return 0
+
+
+def _print_results(summary: dict, run_dir: Path) -> None:
+    print(f"\nrun folder: {run_dir}")
+    print(f"{'task':<24}{'return':>10}{'success':>10}{'score':>10}")
+    for name, result in summary.get("tasks", {}).items():
+        cells = [f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in result.values()]
+        print(f"{name:<24}{''.join(cells)}")
+    means = [summary.get(k) for k in ("mean_return", "mean_success", "mean_score")]
+    print(f"{'mean':<24}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in means))
+    print(
+        f"{summary['total_env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f} s "
+        f"({summary['env_steps_per_second']:.0f} env steps/s, {summary['updates_per_second']:.1f} updates/s)"
+    )

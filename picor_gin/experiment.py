@@ -1,0 +1,122 @@
+"""The Experiment: builds every component from gin, runs Lightning, writes the run folder
+(DESIGN.md section 5: config.gin, TensorBoard events, checkpoints/, eval.jsonl, summary.json)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gin
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from picor_gin import externals
+from picor_gin.callbacks import EnvStepCheckpoint, PeriodicEvaluation, ThroughputMonitor
+from picor_gin.data import MultiTaskData
+from picor_gin.module import PiCor
+from picor_gin.task_sets import TaskSet
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one run is made of, built before anything is written to disk."""
+
+    module: PiCor
+    data: MultiTaskData
+    trainer: L.Trainer
+    evaluation: PeriodicEvaluation
+    checkpoint: EnvStepCheckpoint
+    monitor: ThroughputMonitor
+
+
+@gin.configurable
+class Experiment:
+    """What every run has (DESIGN.md section 5).
+
+    Args:
+        task_set: the benchmark (a TaskSet instance, e.g. `@PointGoals()`).
+        name: experiment name; the default run folder is runs/<name>/<time>-seed<seed>.
+        seed: seeds networks, envs, the task sampler and evaluation.
+        total_env_steps: global environment steps of the run, warm-up included.
+        eval_every_env_steps: evaluation interval (also evaluated at the end).
+        eval_episodes: episodes per task and evaluation.
+        checkpoint_every_env_steps: checkpoint interval (also saved at the end).
+        log_every_updates: interval of the training metrics and progress bar.
+    """
+
+    def __init__(
+        self,
+        task_set: TaskSet = gin.REQUIRED,
+        name: str = "picor",
+        seed: int = 0,
+        total_env_steps: int = 100_000,
+        eval_every_env_steps: int = 10_000,
+        eval_episodes: int = 10,
+        checkpoint_every_env_steps: int = 50_000,
+        log_every_updates: int = 100,
+    ):
+        for param, value in [
+            ("total_env_steps", total_env_steps),
+            ("eval_every_env_steps", eval_every_env_steps),
+            ("eval_episodes", eval_episodes),
+            ("checkpoint_every_env_steps", checkpoint_every_env_steps),
+            ("log_every_updates", log_every_updates),
+        ]:
+            if value < 1:
+                raise ValueError(f"Experiment.{param} must be >= 1, got {value}")
+        self.task_set = task_set
+        self.name = name
+        self.seed = seed
+        self.total_env_steps = total_env_steps
+        self.eval_every_env_steps = eval_every_env_steps
+        self.eval_episodes = eval_episodes
+        self.checkpoint_every_env_steps = checkpoint_every_env_steps
+        self.log_every_updates = log_every_updates
+
+    def default_run_dir(self) -> Path:
+        return Path("runs") / self.name / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{self.seed}"
+
+    def build(self, run_dir: Path) -> Run:
+        """Builds every component (raising ValueError on bad settings) without touching disk."""
+        L.seed_everything(self.seed, verbose=False)
+        probe = self.task_set.make_env(0)
+        module = PiCor(
+            obs_dim=probe.observation_spec["observation"].shape[-1],
+            action_dim=probe.action_spec.shape[-1],
+            num_tasks=self.task_set.num_tasks,
+            task_names=self.task_set.names,
+            log_every_updates=self.log_every_updates,
+        )
+        data = MultiTaskData(
+            task_set=self.task_set,
+            policy=module.policy,
+            seed=self.seed,
+            total_env_steps=self.total_env_steps,
+        )
+        evaluation = PeriodicEvaluation(
+            self.task_set, self.eval_every_env_steps, self.eval_episodes,
+            seed=self.seed + 10_000, path=run_dir / "eval.jsonl",
+        )
+        checkpoint = EnvStepCheckpoint(run_dir / "checkpoints", self.checkpoint_every_env_steps)
+        monitor = ThroughputMonitor(self.log_every_updates)
+        trainer = externals.Trainer(
+            max_epochs=1,
+            logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False),
+            callbacks=[evaluation, checkpoint, monitor],
+            default_root_dir=str(run_dir),
+            enable_checkpointing=False,
+        )
+        return Run(module, data, trainer, evaluation, checkpoint, monitor)
+
+    def run(self, built: Run, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
+        """Trains to `total_env_steps`, writing the run folder; returns summary.json's content."""
+        config = gin.operative_config_str()
+        (run_dir / "config.gin").write_text(config)
+        built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
+        built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
+        summary = {**(built.evaluation.last_row or {}), **built.monitor.totals(built.trainer)}
+        if built.trainer.is_global_zero:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary

@@ -1,0 +1,174 @@
+"""The LightningModule: one PiCor iteration per `training_step` (manual optimization).
+
+    1. policy optimization phase: the backbone's losses on the sampled task's batch;
+    2. adaptive task weights, eq. (9);
+    3. policy correction phase, eq. (10), on states from every task's buffer.
+
+With uniform weights and `correction_steps = 0` (the ablation "Ada X, Cor X") this is exactly
+MTSAC with task-specific replay. Every component is injected; this module names none of their
+concrete variants beyond its defaults.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import gin
+import lightning as L
+import torch
+
+from picor_gin.backbones import SAC, Backbone
+from picor_gin.constraints import ConstraintForm, QuadraticPenalty
+from picor_gin.correction import correction_loss
+from picor_gin.data import Batch
+from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def _adam(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=3e-4)
+
+
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "task_names"])
+class PiCor(L.LightningModule):
+    """PiCor (Bai et al., AAAI 2023, Algorithm 1) on any backbone.
+
+    Args:
+        obs_dim, action_dim, num_tasks, task_names: supplied by the Experiment.
+        backbone: factory of the backbone, called with (obs_dim=, action_dim=, num_tasks=).
+        weighting: the weighting rule of eq. (9) (or the uniform ablation).
+        constraint: factory of the constraint form, called with (lam=, c=, gamma=).
+        lam: lambda >= 0 of eq. (10).
+        c: c <= 0 of eq. (10); the constraint asks for a weighted gain >= c * (1 - gamma).
+        correction_steps: optimizer steps of the correction phase per update; 0 skips the phase
+            (the ablation "Cor X").
+        actor_optimizer, critic_optimizer, alpha_optimizer, correction_optimizer: optimizer
+            factories (gin: `@actor/Adam` etc.); the correction optimizer acts on the actor with
+            its own state.
+        log_every_updates: interval of the training metrics (they leave the device only then).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        task_names: list[str],
+        backbone: Callable[..., Backbone] = SAC,
+        weighting: WeightingRule | None = None,
+        constraint: Callable[..., ConstraintForm] = QuadraticPenalty,
+        lam: float = 1.0,
+        c: float = -0.01,
+        correction_steps: int = 1,
+        actor_optimizer: OptimizerFactory = _adam,
+        critic_optimizer: OptimizerFactory = _adam,
+        alpha_optimizer: OptimizerFactory = _adam,
+        correction_optimizer: OptimizerFactory = _adam,
+        log_every_updates: int = 100,
+    ):
+        super().__init__()
+        if correction_steps < 0:
+            raise ValueError(f"PiCor.correction_steps must be >= 0, got {correction_steps}")
+        if log_every_updates < 1:
+            raise ValueError(f"PiCor.log_every_updates must be >= 1, got {log_every_updates}")
+        self.automatic_optimization = False
+        self.num_tasks = num_tasks
+        self.task_names = list(task_names)
+        self.backbone = backbone(obs_dim=obs_dim, action_dim=action_dim, num_tasks=num_tasks)
+        self.weighting = weighting or SoftmaxAlphaWeights()
+        self.constraint = constraint(lam=lam, c=c, gamma=self.backbone.gamma)
+        self.correction_steps = correction_steps
+        self.optimizer_factories = {
+            "actor": actor_optimizer,
+            "critic": critic_optimizer,
+            "alpha": alpha_optimizer,
+            "correction": correction_optimizer,
+        }
+        self.log_every_updates = log_every_updates
+        self.updates = 0
+        # Share of updates whose correction constraint was active, accumulated on the device.
+        self.register_buffer("_active_updates", torch.zeros(()), persistent=False)
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The acting policy (reads "observation", writes "action") for collection and evaluation."""
+        return self.backbone.policy
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        groups = self.backbone.parameter_groups()
+        self._phase_optimizer_names = list(groups)
+        optimizers = [self.optimizer_factories[name](params) for name, params in groups.items()]
+        optimizers.append(self.optimizer_factories["correction"](groups["actor"]))
+        return optimizers
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        *phase_optimizers, correction_optimizer = self.optimizers()
+        states = batch.correction
+        correcting = self.correction_steps > 0
+        if correcting:
+            # pi_t: the actor *before* this update; A^{pi_t} is its advantage, not pi'_t's.
+            pi_t = self.backbone.policy_snapshot(states["observation"])
+
+        # 1. Policy optimization phase, on the sampled task's batch only.
+        losses = self.backbone.losses(batch.task)
+        for optimizer in phase_optimizers:
+            optimizer.zero_grad()
+        # The loss terms touch disjoint parameters, so one backward of their sum is exact.
+        self.manual_backward(sum(v for k, v in losses.items() if k.startswith("loss_")))
+        for optimizer in phase_optimizers:
+            optimizer.step()
+        self.backbone.update_targets()
+
+        # 2. Adaptive weights, eq. (9).
+        weights = self.weighting(self.backbone.task_stats(), self.num_tasks)
+
+        # 3. Policy correction phase, eq. (10), starting from phi = pi'_t.
+        correction: dict[str, torch.Tensor] = {}
+        if correcting:
+            pi_prime = self.backbone.policy_snapshot(states["observation"])
+            baseline = self.backbone.value_baseline(states["observation"], states["task_id"], pi_t)
+            for _ in range(self.correction_steps):
+                correction = correction_loss(
+                    self.backbone, self.constraint, states, baseline, pi_prime, weights
+                )
+                correction_optimizer.zero_grad()
+                self.manual_backward(correction["loss_correction"])
+                correction_optimizer.step()
+            self._active_updates += (correction["violation"] > 0).float()
+
+        self.updates += 1
+        if self.updates % self.log_every_updates == 0:
+            self._log_training(batch, losses, correction, weights)
+
+    def _log_training(
+        self,
+        batch: Batch,
+        losses: dict[str, torch.Tensor],
+        correction: dict[str, torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
+        """Writes train/ metrics against global env steps; fails loudly on a non-finite value."""
+        metrics = {f"train/{k}": v.item() for k, v in {**losses, **correction}.items()}
+        if correction:
+            metrics["train/constraint_active_share"] = self._active_updates.item() / self.log_every_updates
+            self._active_updates.zero_()
+        entropy = -self.backbone.policy_snapshot(batch.correction["observation"])["log_prob"].mean(-1)
+        per_task = {"weight": weights, "entropy": entropy, **self.backbone.task_stats()}
+        for stat, values in per_task.items():
+            for name, value in zip(self.task_names, values.tolist()):
+                metrics[f"train/{stat}/{name}"] = value
+        for key, value in metrics.items():
+            if not torch.isfinite(torch.tensor(value)):
+                task = self.task_names[int(batch.task["task_id"][0])]
+                raise FloatingPointError(
+                    f"non-finite {key} = {value} at env step {batch.env_steps} "
+                    f"(update {self.updates}, training task {task})"
+                )
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=batch.env_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["updates"] = self.updates
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.updates = checkpoint["updates"]
