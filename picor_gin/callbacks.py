@@ -33,17 +33,20 @@ class PeriodicEvaluation(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps:
-            self._evaluate(trainer, pl_module)
+            row = self._evaluate(trainer, pl_module)
+            if row is not None:
+                score = row["mean_score"] if row["mean_score"] is not None else row["mean_return"]
+                pl_module.log("eval", score, prog_bar=True, logger=False, rank_zero_only=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if _env_steps(trainer) != self.last_env_steps:
             self._evaluate(trainer, pl_module)
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any] | None:
         env_steps = _env_steps(trainer)
         self.last_env_steps = env_steps
         if not trainer.is_global_zero:
-            return
+            return None
         row = {"env_steps": env_steps, **evaluate(pl_module.policy, self.task_set, self.episodes, self.seed)}
         self.last_row = row
         with self.path.open("a") as f:
@@ -54,9 +57,7 @@ class PeriodicEvaluation(L.Callback):
         metrics.update({f"eval/{k}": row[k] for k in ("mean_return", "mean_success", "mean_score") if row[k] is not None})
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=env_steps)
-        pl_module.log("eval_score" if row["mean_score"] is not None else "eval_return",
-                      row["mean_score"] if row["mean_score"] is not None else row["mean_return"],
-                      prog_bar=True, logger=False, rank_zero_only=True)
+        return row
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_env_steps": self.last_env_steps}

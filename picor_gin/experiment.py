@@ -89,6 +89,9 @@ class Experiment:
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,
         )
+        # Lightning builds the optimizers inside fit; building them once here checks their
+        # bindings before anything is written and records them in the operative config.
+        module.configure_optimizers()
         data = MultiTaskData(
             task_set=self.task_set,
             policy=module.policy,
