@@ -125,8 +125,7 @@ class MultiTaskData(L.LightningDataModule):
         self.warmup_env_steps_per_task = warmup_env_steps_per_task
         self.buffers = [
             TensorDictReplayBuffer(
-                storage=LazyTensorStorage(replay_capacity, device=replay_device or "cpu"),
-                batch_size=batch_size,
+                storage=LazyTensorStorage(replay_capacity, device=replay_device or "cpu")
             )
             for _ in task_set.names
         ]
@@ -182,7 +181,7 @@ class MultiTaskData(L.LightningDataModule):
                 self.collect(task_id)
 
     def sample(self, tasks: list[int]) -> Batch:
-        task_batch = torch.cat([self.buffers[z].sample() for z in tasks])
+        task_batch = torch.cat([self.buffers[z].sample(self.batch_size) for z in tasks])
         correction = torch.stack(
             [
                 b.sample(self.correction_states_per_task).select("observation", "task_id")

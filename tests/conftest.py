@@ -1,0 +1,30 @@
+"""Shared fixtures: gin state is global, so every test starts from a clean slate."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gin
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clear_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def run_cli(*args: str, timeout: int = 600):
+    """Runs launch/run.py in a subprocess from the repository root."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch" / "run.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,71 @@
+"""Constraint forms of the correction phase (eq. 10 of PiCor)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from picor_gin.constraints import QuadraticPenalty
+
+
+def _penalty() -> QuadraticPenalty:
+    # Threshold c * (1 - gamma) = -1 * 0.1 = -0.1.
+    return QuadraticPenalty(lam=2.0, c=-1.0, gamma=0.9)
+
+
+def test_quadratic_penalty_is_lam_half_c_tilde_squared_when_violated():
+    # c_tilde = -0.1 - (-0.3) = 0.2; (lam / 2) * c_tilde^2 = 1 * 0.04.
+    penalty = _penalty().penalty(torch.tensor(-0.3))
+    assert torch.isclose(penalty, torch.tensor(0.04), atol=1e-6)
+
+
+def test_quadratic_penalty_is_zero_when_the_gain_clears_the_threshold():
+    assert _penalty().penalty(torch.tensor(0.0)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "gain, expected",
+    [
+        (-0.3, 0.2),  # below the threshold -0.1 by 0.2
+        (-1.1, 1.0),
+        (-0.1, 0.0),  # exactly at the threshold
+        (0.0, 0.0),
+        (5.0, 0.0),
+    ],
+)
+def test_violation_is_the_hinge_of_threshold_minus_gain(gain, expected):
+    violation = _penalty().violation(torch.tensor(gain))
+    assert torch.isclose(violation, torch.tensor(expected), atol=1e-6)
+
+
+def test_penalty_gradient_pushes_the_gain_up_only_while_violated():
+    gain = torch.tensor([-0.3, 0.0], requires_grad=True)
+    _penalty().penalty(gain).sum().backward()
+    # d/dG (lam/2) c_tilde^2 = -lam * c_tilde = -2 * 0.2 when violated, 0 when the hinge is inactive.
+    assert torch.allclose(gain.grad, torch.tensor([-0.4, 0.0]), atol=1e-6)
+
+
+def test_zero_lambda_gives_zero_penalty_even_when_violated():
+    constraint = QuadraticPenalty(lam=0.0, c=-1.0, gamma=0.9)
+    assert constraint.violation(torch.tensor(-5.0)) > 0
+    assert constraint.penalty(torch.tensor(-5.0)) == 0.0
+
+
+def test_boundary_values_lam_zero_and_c_zero_are_accepted():
+    constraint = QuadraticPenalty(lam=0.0, c=0.0, gamma=0.5)
+    assert (constraint.lam, constraint.c, constraint.gamma) == (0.0, 0.0, 0.5)
+
+
+def test_negative_lambda_raises_value_error():
+    with pytest.raises(ValueError, match="lam"):
+        QuadraticPenalty(lam=-0.1, c=-0.01, gamma=0.99)
+
+
+def test_positive_c_raises_value_error():
+    with pytest.raises(ValueError, match="c must"):
+        QuadraticPenalty(lam=1.0, c=0.1, gamma=0.99)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, -0.5, 1.5])
+def test_gamma_outside_the_open_unit_interval_raises_value_error(gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        QuadraticPenalty(lam=1.0, c=-0.01, gamma=gamma)

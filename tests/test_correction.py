@@ -1,0 +1,250 @@
+"""PiCor's policy correction phase, eq. (10): the KL, the weighted gain and the phase itself."""
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from picor_gin.backbones import SAC
+from picor_gin.constraints import QuadraticPenalty
+from picor_gin.correction import correction_loss, weighted_gain
+from picor_gin.networks import Network, OneHotMLP, TwinCritic
+from picor_gin.weighting import SoftmaxAlphaWeights
+
+NUM_TASKS, OBS_DIM, ACTION_DIM, STATES_PER_TASK = 4, 6, 2, 16
+
+# KL(N([0, 0], diag std [1, 1]) || N([1, 0], diag std [1, 2])), per dimension
+#   log(s_q / s_p) + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2:
+#   dim 0: 0 + (1 + 1) / 2 - 1/2 = 0.5;   dim 1: log 2 + 1/8 - 1/2.
+HAND_KL = 0.5 + (math.log(2.0) + 1.0 / 8.0 - 0.5)
+
+
+class _FixedGaussianActor(nn.Module):
+    """Ignores the observation: loc and scale are parameters, broadcast to the batch."""
+
+    def __init__(self, loc: list[float], scale: list[float]):
+        super().__init__()
+        self.loc = nn.Parameter(torch.tensor(loc))
+        self.scale = nn.Parameter(torch.tensor(scale))
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (*observation.shape[:-1], self.loc.shape[-1])
+        return self.loc.expand(shape), self.scale.expand(shape)
+
+
+class _FixedGaussianNetwork(Network):
+    def __init__(self, loc: list[float], scale: list[float]):
+        self.loc, self.scale = loc, scale
+        self.mlp = OneHotMLP(hidden_sizes=(8, 8))
+
+    def actor(self, obs_dim: int, action_dim: int, num_tasks: int) -> nn.Module:
+        return _FixedGaussianActor(self.loc, self.scale)
+
+    def critic(self, obs_dim: int, action_dim: int, num_tasks: int) -> TwinCritic:
+        return self.mlp.critic(obs_dim, action_dim, num_tasks)
+
+
+def _sac(network: Network | None = None, **kwargs) -> SAC:
+    torch.manual_seed(0)
+    return SAC(
+        obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS,
+        network=network or OneHotMLP(hidden_sizes=(8, 8)), **kwargs,
+    )
+
+
+def _states(seed: int = 3) -> TensorDict:
+    """[N, M] correction states: random 2-D positions with the one-hot task id appended."""
+    generator = torch.Generator().manual_seed(seed)
+    task_id = torch.arange(NUM_TASKS).unsqueeze(-1).expand(NUM_TASKS, STATES_PER_TASK)
+    position = torch.randn(NUM_TASKS, STATES_PER_TASK, 2, generator=generator)
+    onehot = nn.functional.one_hot(task_id, NUM_TASKS).float()
+    return TensorDict(
+        {"observation": torch.cat([position, onehot], -1), "task_id": task_id},
+        batch_size=[NUM_TASKS, STATES_PER_TASK],
+    )
+
+
+def _actor_batch(states: TensorDict) -> TensorDict:
+    """A task-2 batch for one optimization-phase actor step (only "observation" matters to it)."""
+    size = STATES_PER_TASK
+    observation = states["observation"][2]
+    return TensorDict(
+        {
+            "observation": observation,
+            "action": torch.zeros(size, ACTION_DIM),
+            "task_id": states["task_id"][2],
+            "next": {
+                "observation": observation,
+                "reward": torch.zeros(size, 1),
+                "terminated": torch.zeros(size, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[size],
+    )
+
+
+def _phase(sac: SAC) -> tuple[TensorDict, TensorDict, TensorDict, torch.Tensor]:
+    """pi_t, one Adam step of the actor loss, pi'_t and the baseline of A^{pi_t}."""
+    states = _states()
+    pi_t = sac.policy_snapshot(states["observation"])
+    optimizer = torch.optim.Adam(sac.actor.parameters(), lr=1e-2)
+    optimizer.zero_grad()
+    sac.losses(_actor_batch(states))["loss_actor"].backward()
+    optimizer.step()
+    pi_prime = sac.policy_snapshot(states["observation"])
+    assert not torch.equal(pi_t["loc"], pi_prime["loc"]), "the actor step did not move the policy"
+    baseline = sac.value_baseline(states["observation"], states["task_id"], pi_t)
+    return states, pi_t, pi_prime, baseline
+
+
+# --- the divergence ------------------------------------------------------------------------------
+
+
+def test_divergence_is_the_hand_computed_kl_between_diagonal_gaussians():
+    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    states = _states()
+    pi_prime = TensorDict(
+        {"loc": torch.tensor([1.0, 0.0]).expand(NUM_TASKS, STATES_PER_TASK, 2),
+         "scale": torch.tensor([1.0, 2.0]).expand(NUM_TASKS, STATES_PER_TASK, 2)},
+        batch_size=[NUM_TASKS, STATES_PER_TASK],
+    )
+    baseline = torch.zeros(NUM_TASKS, STATES_PER_TASK)
+    _, divergence = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    assert divergence.shape == (NUM_TASKS, STATES_PER_TASK)
+    assert torch.allclose(divergence, torch.full_like(divergence, HAND_KL), atol=1e-6)
+
+
+def test_divergence_is_kl_of_phi_from_pi_prime_not_the_reverse():
+    # KL(N(0, 1) || N(0, 2)) = log 2 + 1/8 - 1/2 = 0.3181; the reverse is -log 2 + 2 - 1/2 = 0.8069.
+    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    states = _states()
+    pi_prime = TensorDict(
+        {"loc": torch.zeros(NUM_TASKS, STATES_PER_TASK, 2),
+         "scale": torch.tensor([1.0, 2.0]).expand(NUM_TASKS, STATES_PER_TASK, 2)},
+        batch_size=[NUM_TASKS, STATES_PER_TASK],
+    )
+    _, divergence = sac.correction_terms(
+        states["observation"], states["task_id"], torch.zeros(NUM_TASKS, STATES_PER_TASK), pi_prime
+    )
+    assert torch.allclose(divergence, torch.full_like(divergence, math.log(2.0) + 0.125 - 0.5), atol=1e-6)
+
+
+def test_divergence_is_zero_at_phi_equal_pi_prime_and_torchs_closed_form_elsewhere():
+    sac = _sac()
+    states, pi_t, pi_prime, baseline = _phase(sac)
+    _, at_pi_prime = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    assert torch.allclose(at_pi_prime, torch.zeros_like(at_pi_prime), atol=1e-6)
+
+    # Against the older snapshot pi_t, the divergence is the summed closed-form KL to it.
+    loc, scale = sac.actor(states["observation"])
+    expected = kl_divergence(Normal(loc, scale), Normal(pi_t["loc"], pi_t["scale"])).sum(-1)
+    _, to_pi_t = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_t)
+    assert (to_pi_t > 0).all()
+    assert torch.allclose(to_pi_t, expected, atol=1e-6)
+
+
+# --- weighted gain and the loss ------------------------------------------------------------------
+
+
+def test_weighted_gain_matches_hand_computed_value():
+    advantage = torch.tensor([[1.0, 3.0], [2.0, 4.0], [-5.0, 5.0]])  # per-task means 2, 3, 0
+    weights = torch.tensor([0.5, 0.25, 0.25])
+    # 0.5 * 2 + 0.25 * 3 + 0.25 * 0 = 1.75
+    assert torch.isclose(weighted_gain(advantage, weights), torch.tensor(1.75))
+
+
+def test_weighted_gain_equals_a_loop_over_tasks():
+    torch.manual_seed(5)
+    advantage = torch.randn(NUM_TASKS, STATES_PER_TASK)
+    weights = torch.softmax(torch.randn(NUM_TASKS), -1)
+    looped = sum(weights[z] * advantage[z].mean() for z in range(NUM_TASKS))
+    assert torch.isclose(weighted_gain(advantage, weights), looped, atol=1e-6)
+
+
+def test_correction_loss_with_the_constraint_inactive_is_the_kl_alone():
+    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    states = _states()
+    pi_prime = TensorDict(
+        {"loc": torch.tensor([1.0, 0.0]).expand(NUM_TASKS, STATES_PER_TASK, 2),
+         "scale": torch.tensor([1.0, 2.0]).expand(NUM_TASKS, STATES_PER_TASK, 2)},
+        batch_size=[NUM_TASKS, STATES_PER_TASK],
+    )
+    # A baseline far below any Q makes every advantage large and positive: no violation.
+    baseline = torch.full((NUM_TASKS, STATES_PER_TASK), -1e3)
+    constraint = QuadraticPenalty(lam=100.0, c=-0.01, gamma=0.99)
+    weights = torch.full((NUM_TASKS,), 1.0 / NUM_TASKS)
+    out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
+    assert out["violation"] == 0
+    assert out["gain"] > 0
+    assert torch.isclose(out["loss_correction"], torch.tensor(HAND_KL), atol=1e-6)
+    assert torch.isclose(out["loss_correction"], out["kl"], atol=1e-7)
+
+
+def test_correction_loss_reaches_only_the_actor_and_not_the_references():
+    sac = _sac()
+    states, pi_t, pi_prime, baseline = _phase(sac)
+    sac.zero_grad(set_to_none=True)
+    constraint = QuadraticPenalty(lam=100.0, c=0.0, gamma=0.99)
+    weights = SoftmaxAlphaWeights()(sac.task_stats(), NUM_TASKS)
+    out = correction_loss(sac, constraint, states, baseline + 10.0, pi_prime, weights)
+    assert out["violation"] > 0
+    out["loss_correction"].backward()
+    assert any(p.grad is not None and p.grad.any() for p in sac.actor.parameters())
+    assert all(p.grad is None for p in sac.critic.parameters())
+    assert all(p.grad is None for p in sac.target_critic.parameters())
+    assert sac.log_alpha.grad is None
+    for reference in (pi_t, pi_prime):
+        assert not any(v.requires_grad for v in reference.values())
+    assert not baseline.requires_grad and not weights.requires_grad
+
+
+# --- the phase on a small network ----------------------------------------------------------------
+
+
+def test_correction_with_zero_lambda_leaves_the_actor_at_pi_prime():
+    sac = _sac()
+    states, _, pi_prime, baseline = _phase(sac)
+    before = [p.detach().clone() for p in sac.actor.parameters()]
+    constraint = QuadraticPenalty(lam=0.0, c=-0.01, gamma=0.99)
+    weights = SoftmaxAlphaWeights()(sac.task_stats(), NUM_TASKS)
+    optimizer = torch.optim.Adam(sac.actor.parameters(), lr=1e-2)
+    for _ in range(3):
+        out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
+        optimizer.zero_grad()
+        out["loss_correction"].backward()
+        optimizer.step()
+    # The KL's gradient is zero at phi = pi'_t and the penalty is zero with lam = 0.
+    for p, q in zip(sac.actor.parameters(), before):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+
+
+def test_correction_with_the_constraint_violated_raises_the_weighted_gain():
+    sac = _sac()
+    states, _, pi_prime, baseline = _phase(sac)
+    # Raising the baseline by 10 makes every advantage strongly negative: c_tilde >> 0.
+    baseline = baseline + 10.0
+    constraint = QuadraticPenalty(lam=100.0, c=0.0, gamma=0.99)
+    weights = SoftmaxAlphaWeights()(sac.task_stats(), NUM_TASKS)
+    optimizer = torch.optim.Adam(sac.actor.parameters(), lr=1e-2)
+    gains, violations, kls = [], [], []
+    for step in range(11):
+        # The same action noise at every evaluation, so gains are compared on equal terms (the
+        # random critic is nearly flat in the action, so fresh noise would swamp the change).
+        torch.manual_seed(100)
+        out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
+        gains.append(float(out["gain"]))
+        violations.append(float(out["violation"]))
+        kls.append(float(out["kl"]))
+        if step < 10:
+            optimizer.zero_grad()
+            out["loss_correction"].backward()
+            optimizer.step()
+    assert gains[0] < -5 and violations[0] > 5
+    assert all(b > a for a, b in zip(gains, gains[1:])), gains
+    assert gains[-1] > gains[0] + 0.02, gains
+    assert violations[-1] < violations[0]
+    # The policy moved away from pi'_t to buy that gain.
+    assert kls[0] < 1e-6 < kls[-1]

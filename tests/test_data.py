@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import torch
+
+from picor_gin.backbones import SAC
+from picor_gin.data import MultiTaskData
+from picor_gin.networks import OneHotMLP
+from picor_gin.samplers import RoundRobin
+from picor_gin.task_sets import PointGoals
+
+
+def _data(**kwargs) -> MultiTaskData:
+    task_set = PointGoals(num_tasks=4)
+    backbone = SAC(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(8, 8)))
+    defaults = dict(
+        task_set=task_set, policy=backbone.policy, seed=0, total_env_steps=400,
+        batch_size=16, correction_states_per_task=5, warmup_env_steps_per_task=40,
+        replay_capacity=1_000, sampler=RoundRobin,
+    )
+    return MultiTaskData(**{**defaults, **kwargs})
+
+
+def test_warm_up_fills_every_task_buffer_with_its_own_transitions():
+    data = _data()
+    data.warm_up()
+    assert [len(b) for b in data.buffers] == [40, 40, 40, 40]
+    assert data.env_steps == 160
+    for task_id, buffer in enumerate(data.buffers):
+        stored = buffer.storage[: len(buffer)]
+        assert (stored["task_id"] == task_id).all()
+        assert (stored["observation"][:, 2:].argmax(-1) == task_id).all()
+
+
+def test_stream_trains_on_the_sampled_task_and_corrects_on_all_tasks():
+    data = _data()
+    stream = iter(data.train_dataloader())
+    first, second = next(stream), next(stream)
+    assert (first.task["task_id"] == 0).all() and (second.task["task_id"] == 1).all()
+    assert first.task.shape == (16,)
+    assert first.correction.shape == (4, 5)
+    assert torch.equal(first.correction["task_id"], torch.arange(4).unsqueeze(-1).expand(4, 5))
+    assert second.env_steps == 160 + 2
+
+
+def test_stream_stops_at_the_env_step_budget_and_knows_its_length():
+    data = _data(total_env_steps=200)
+    assert len(data.train_dataloader().dataset) == 40
+    batches = list(data.train_dataloader())
+    assert len(batches) == 40
+    assert data.env_steps == 200
+
+
+def test_time_limit_transitions_are_stored_as_not_terminated():
+    data = _data()
+    data.warm_up()  # 40 steps per task: one 30-step episode ended by the time limit
+    stored = data.buffers[0].storage[:40]
+    assert not stored["next", "terminated"].any()
+    assert len(data.recent_returns[0]) == 1
+
+
+def test_state_dict_round_trip_restores_counters_sampler_and_buffers():
+    data = _data()
+    stream = iter(data.train_dataloader())
+    for _ in range(3):
+        next(stream)
+    state = data.state_dict()
+    restored = _data()
+    restored.load_state_dict(state)
+    assert restored.env_steps == data.env_steps and restored.iterations == 3
+    assert [len(b) for b in restored.buffers] == [len(b) for b in data.buffers]
+    assert torch.equal(restored.buffers[1].storage[:41]["action"], data.buffers[1].storage[:41]["action"])

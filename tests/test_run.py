@@ -1,0 +1,91 @@
+"""The run contract of DESIGN.md section 5, through launch/run.py in a subprocess."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+SHORT = [
+    "--gin_file=gin_configs/tiny_picor.gin",
+    "--gin_bindings=Experiment.total_env_steps = 1_200",
+    "--gin_bindings=Experiment.eval_every_env_steps = 1_100",
+    "--gin_bindings=Experiment.checkpoint_every_env_steps = 1_100",
+    "--gin_bindings=PiCor.lam = 1729.0",
+]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "short"
+    result = run_cli(*SHORT, f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_run_writes_the_run_folder(short_run):
+    run_dir, result = short_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [row["env_steps"] for row in rows] == [1_100, 1_200]
+    for row in rows:
+        assert set(row) == {"env_steps", "tasks", "mean_return", "mean_success", "mean_score"}
+        assert set(row["tasks"]) == {"goal0", "goal1", "goal2", "goal3"}
+        assert row["mean_success"] is None and isinstance(row["mean_score"], float)
+        assert row["mean_return"] == pytest.approx(
+            sum(t["return"] for t in row["tasks"].values()) / 4
+        )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 1_200 and summary["tasks"] == rows[-1]["tasks"]
+    assert summary["total_env_steps"] == 1_200
+    assert summary["updates"] == 200  # 1_200 steps - 4 x 250 warm-up steps, one update per step
+    assert summary["env_steps_per_second"] > 0 and summary["updates_per_second"] > 0
+    assert "goal3" in result.stdout and "mean" in result.stdout
+
+
+def test_bindings_reach_the_operative_config_and_the_checkpoint(short_run):
+    run_dir, _ = short_run
+    config = (run_dir / "config.gin").read_text()
+    assert "PiCor.lam = 1729.0" in config
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["MultiTaskData"]["env_steps"] == 1_200
+    # The replay buffers travel with the checkpoint: every collected transition is in one B_z.
+    assert sum(b["_storage"]["_len"] for b in checkpoint["MultiTaskData"]["buffers"]) == 1_200
+    assert checkpoint["updates"] == 200
+
+
+def test_config_gin_repeats_the_run(short_run, tmp_path):
+    run_dir, _ = short_run
+    result = run_cli(f"--gin_file={run_dir / 'config.gin'}", f"--run_dir={tmp_path / 'again'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = (run_dir / "eval.jsonl").read_text().splitlines()
+    again = (tmp_path / "again" / "eval.jsonl").read_text().splitlines()
+    assert json.loads(again[0]) == json.loads(first[0])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gin_bindings=PiCor.nope = 1"], "PiCor"),
+        (["--gin_bindings=SoftmaxAlphaWeights.tau = 0.0"], "tau must be > 0"),
+        (["--gin_bindings=PiCor.lam = -1.0"], "lam must be >= 0"),
+        (["--gin_bindings=PiCor.c = 0.5"], "c must be <= 0"),
+        (["--gin_file=gin_configs/does_not_exist.gin"], "does_not_exist.gin"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    result = run_cli("--gin_file=gin_configs/tiny_picor.gin", *args, f"--run_dir={run_dir}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not run_dir.exists()
+
+
+def test_existing_run_folder_without_resume_is_bad_input(short_run):
+    run_dir, _ = short_run
+    result = run_cli("--gin_file=gin_configs/tiny_picor.gin", f"--run_dir={run_dir}")
+    assert result.returncode == 2 and "--resume" in result.stderr
