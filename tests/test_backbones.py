@@ -121,7 +121,7 @@ def test_critic_loss_on_terminated_transitions_regresses_q_on_the_reward():
 
 
 def test_temperature_loss_of_a_task_2_batch_moves_only_log_alpha_2():
-    sac = _sac()
+    sac = _sac(initial_alpha=0.5)  # log alpha != 0, so a leak into the actor would show
     losses = sac.losses(_batch(task=2))
     losses["loss_alpha"].backward()
     grad = sac.log_alpha.grad
