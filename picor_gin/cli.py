@@ -6,6 +6,9 @@ the run (after a checkpoint of the last good state).
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -27,6 +30,27 @@ class BadInput(Exception):
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines) or type(error).__name__
+
+
+def _did_you_mean(message: str) -> str:
+    """Appends the closest valid names to gin's unknown-configurable and unknown-parameter errors."""
+    registry = gin.config._REGISTRY  # gin has no public listing of its configurables
+    if match := re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message):
+        configurable = registry.get_match(match[1])
+        if configurable is None:
+            return message
+        denied = set(configurable.denylist or ())
+        candidates = [p for p in inspect.signature(configurable.wrapped).parameters if p not in denied]
+        name = match[2]
+    elif match := re.search(r"No configurable matching (?:reference )?'@?([^'(]+)", message):
+        candidates = sorted({c.name for _, c in registry.items() if not c.module.startswith("gin")})
+        name = match[1].split("/")[-1]
+    else:
+        return message
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if close:
+        return f"{message} (did you mean {', '.join(close)}?)"
+    return f"{message} (valid: {', '.join(candidates)})"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -57,7 +81,7 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]
         gin.parse_config_files_and_bindings(gin_files, args.gin_bindings, skip_unknown=False)
         experiment = Experiment()
     except (ValueError, TypeError, SyntaxError, KeyError) as error:
-        raise BadInput(_one_line(error)) from error
+        raise BadInput(_did_you_mean(_one_line(error))) from error
     run_dir = args.resume or args.run_dir or experiment.default_run_dir()
     if args.resume is None and run_dir.exists():
         raise BadInput(f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it")

@@ -1,0 +1,43 @@
+"""Every gin file parses strictly and builds its Experiment; bindings reach the objects."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import pytest
+
+import picor_gin  # noqa: F401
+from picor_gin.experiment import Experiment
+from picor_gin.weighting import SoftmaxAlphaWeights, UniformWeights
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs").glob("*.gin"))
+
+
+def _build(gin_file: str, *bindings: str, tmp_path: Path):
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings([str(REPO / gin_file)], list(bindings), skip_unknown=False)
+    return Experiment().build(tmp_path)
+
+
+@pytest.mark.parametrize("gin_file", EXPERIMENT_FILES, ids=str)
+def test_every_experiment_file_builds(gin_file, tmp_path):
+    built = _build(str(gin_file), tmp_path=tmp_path)
+    assert built.module.num_tasks == built.data.task_set.num_tasks
+
+
+def test_an_override_reaches_the_object(tmp_path):
+    built = _build("gin_configs/tiny_picor.gin", "PiCor.lam = 1729.0", "critic/Adam.lr = 0.00123", tmp_path=tmp_path)
+    assert built.module.constraint.lam == 1729.0
+    critic_optimizer = built.module.configure_optimizers()[1]
+    assert critic_optimizer.param_groups[0]["lr"] == 0.00123
+    assert built.module.configure_optimizers()[0].param_groups[0]["lr"] == 3e-4
+
+
+def test_tiny_mtsac_is_tiny_picor_with_ada_x_and_cor_x(tmp_path):
+    picor = _build("gin_configs/tiny_picor.gin", tmp_path=tmp_path).module
+    gin.clear_config()
+    mtsac = _build("gin_configs/tiny_mtsac.gin", tmp_path=tmp_path).module
+    assert isinstance(picor.weighting, SoftmaxAlphaWeights) and picor.correction_steps > 0
+    assert isinstance(mtsac.weighting, UniformWeights) and mtsac.correction_steps == 0
+    assert type(mtsac.backbone) is type(picor.backbone)
