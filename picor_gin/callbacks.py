@@ -63,7 +63,12 @@ class PeriodicEvaluation(L.Callback):
         return {"last_env_steps": self.last_env_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume, drops rows written after the checkpoint: they will be evaluated again."""
         self.last_env_steps = state_dict["last_env_steps"]
+        if self.path.exists():
+            rows = self.path.read_text().splitlines(keepends=True)
+            kept = [row for row in rows if json.loads(row)["env_steps"] <= self.last_env_steps]
+            self.path.write_text("".join(kept))
 
 
 class EnvStepCheckpoint(L.Callback):

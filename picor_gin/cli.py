@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import inspect
+import logging
 import re
 import sys
+import warnings
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -88,8 +90,16 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]
     return experiment, run_dir, resume_from
 
 
+def _quiet_libraries() -> None:
+    """Silences library chatter that says nothing to a user of this run."""
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*has.*__len__.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*LeafSpec.*")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     torch.set_flush_denormal(True)  # keeps long CPU runs from slowing down on denormals
     try:
         experiment, run_dir, resume_from = _configure(args)

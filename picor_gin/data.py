@@ -63,7 +63,7 @@ class ReplayStream(IterableDataset):
         self.data = data
 
     def __len__(self) -> int:
-        return self.data.remaining_iterations()
+        return self.data.total_iterations()
 
     def __iter__(self) -> Iterator[Batch]:
         data = self.data
@@ -155,6 +155,7 @@ class MultiTaskData(L.LightningDataModule):
                 policy_device=policy_device,
                 env_device="cpu",
                 storing_device=self.buffers[task_id].storage.device,
+                auto_register_policy_transforms=False,  # the actor needs no env transform
             )
             collectors.append(iter(collector))
         return collectors
@@ -190,11 +191,11 @@ class MultiTaskData(L.LightningDataModule):
         )
         return Batch(task_batch, correction, self.env_steps)
 
-    def remaining_iterations(self) -> int:
+    def total_iterations(self) -> int:
+        """Iterations of the whole run after warm-up; Lightning counts a resumed run's done ones."""
         warmup = self.warmup_env_steps_per_task * self.task_set.num_tasks
-        steps_left = self.total_env_steps - max(self.env_steps, warmup)
         per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration
-        return max(0, math.ceil(steps_left / per_iteration))
+        return max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
 
     def mean_recent_return(self) -> float | None:
         returns = [r for task in self.recent_returns for r in task]

@@ -91,3 +91,46 @@ def test_existing_run_folder_without_resume_is_bad_input(short_run):
     run_dir, _ = short_run
     result = run_cli("--gin_file=gin_configs/tiny_picor.gin", f"--run_dir={run_dir}")
     assert result.returncode == 2 and "--resume" in result.stderr
+
+
+def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    run_dir = tmp_path / "killed"
+    args = [
+        "--gin_file=gin_configs/tiny_picor.gin",
+        "--gin_bindings=Experiment.total_env_steps = 1_600",
+        "--gin_bindings=Experiment.checkpoint_every_env_steps = 1_200",
+        "--gin_bindings=Experiment.eval_every_env_steps = 100",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "launch" / "run.py"), *args, f"--run_dir={run_dir}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: no handler runs
+    process.wait()
+    assert checkpoint.exists()
+    saved = torch.load(checkpoint, weights_only=False)
+    saved_steps = saved["MultiTaskData"]["env_steps"]
+    assert 1_200 <= saved_steps < 1_600
+
+    result = run_cli("--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 1_600
+    final = torch.load(checkpoint, weights_only=False)
+    assert final["updates"] == 600  # 1_600 - 1_000 warm-up steps: no update repeated or lost
+    # The pre-crash transitions are still in the buffers, followed by the resumed ones.
+    for before, after in zip(saved["MultiTaskData"]["buffers"], final["MultiTaskData"]["buffers"]):
+        n = before["_storage"]["_len"]
+        old, new = before["_storage"]["_storage"], after["_storage"]["_storage"]
+        assert torch.equal(old["observation"][:n], new["observation"][:n])
+    assert sum(b["_storage"]["_len"] for b in final["MultiTaskData"]["buffers"]) == 1_600
