@@ -138,6 +138,12 @@ class PiCor(L.LightningModule):
 
         self.updates += 1
         if self.updates % self.log_every_updates == 0:
+            if correcting:
+                # The loop's values are from before each step (KL = 0 before the first one);
+                # this shows where the phase left the policy.
+                with torch.no_grad():
+                    after = correction_loss(self.backbone, self.constraint, states, baseline, pi_prime, weights)
+                correction.update({f"{k}_after": after[k] for k in ("kl", "gain", "violation")})
             self._log_training(batch, losses, correction, weights)
 
     def _log_training(

@@ -1,0 +1,102 @@
+"""The LightningModule: phases run in order, the correction is skipped by `correction_steps = 0`,
+and a non-finite value stops the run with a message naming it."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from picor_gin.backbones import SAC
+from picor_gin.data import MultiTaskData
+from picor_gin.module import PiCor
+from picor_gin.networks import OneHotMLP
+from picor_gin.samplers import RoundRobin
+from picor_gin.task_sets import PointGoals
+from picor_gin.weighting import UniformWeights
+
+
+def _small_sac(**kwargs) -> SAC:
+    return SAC(**kwargs, network=OneHotMLP(hidden_sizes=(16, 16)))
+
+
+def _module(**kwargs) -> PiCor:
+    return PiCor(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
+                 backbone=_small_sac, log_every_updates=5, **kwargs)
+
+
+def _batches(module: PiCor, count: int):
+    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=module.policy, seed=0,
+                         total_env_steps=10_000, sampler=RoundRobin, batch_size=32,
+                         correction_states_per_task=8, warmup_env_steps_per_task=40)
+    data.warm_up()
+    return [data.sample([i % 4]) for i in range(count)]
+
+
+class _SeedAtFirstBatch(L.Callback):
+    """Seeds right before the first update, after Lightning's own draws (the loader's seed)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            torch.manual_seed(1)
+
+
+def _fit(module: PiCor, batches) -> L.Trainer:
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[_SeedAtFirstBatch()],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
+
+
+@pytest.mark.parametrize("correction_steps", [0, 2])
+def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(correction_steps):
+    torch.manual_seed(0)
+    module = _module(correction_steps=correction_steps)
+    batches = _batches(module, 6)
+    critic_before = [p.clone() for p in module.backbone.critic.parameters()]
+    trainer = _fit(module, batches)
+    assert module.updates == 6
+    assert all(not torch.equal(a, b) for a, b in zip(critic_before, module.backbone.critic.parameters()))
+    actor_opt, critic_opt, alpha_opt, correction_opt = trainer.optimizers
+    assert all(s["step"] == 6 for s in actor_opt.state.values())
+    steps = [s["step"] for s in correction_opt.state.values()]
+    assert steps == ([] if correction_steps == 0 else [12] * len(steps))
+
+
+def test_uniform_weights_and_no_correction_leave_the_actor_to_the_backbone_alone():
+    """Ada X, Cor X is MTSAC: the actor after an update is the backbone's step, nothing more."""
+    torch.manual_seed(0)
+    picor = _module(correction_steps=0, weighting=UniformWeights())
+    torch.manual_seed(0)
+    reference = _small_sac(obs_dim=6, action_dim=2, num_tasks=4)
+    reference.load_state_dict(picor.backbone.state_dict())
+    batches = _batches(picor, 3)
+    optimizers = {n: torch.optim.Adam(p, lr=3e-4) for n, p in reference.parameter_groups().items()}
+    _fit(picor, batches)
+    torch.manual_seed(1)
+    for batch in batches:
+        losses = reference.losses(batch.task)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad()
+        sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+        reference.update_targets()
+    for a, b in zip(picor.backbone.actor.parameters(), reference.actor.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_quantity_task_and_step(monkeypatch):
+    torch.manual_seed(0)
+    module = _module(correction_steps=1)
+    batches = _batches(module, 5)
+    original = module.backbone.losses
+
+    def nan_critic(batch):
+        losses = original(batch)
+        losses["loss_critic"] = losses["loss_critic"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(module.backbone, "losses", nan_critic)
+    with pytest.raises(FloatingPointError, match=r"train/loss_critic.*env step 160.*training task"):
+        _fit(module, batches)
