@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.data import MultiTaskData
 from picor_gin.evaluation import evaluate
@@ -73,7 +75,8 @@ class PeriodicEvaluation(L.Callback):
 
 class EnvStepCheckpoint(L.Callback):
     """Writes `last.ckpt` (model, optimizers, replay buffers) every N env steps, at the end and
-    on a failure; written to a temporary file then renamed, so a crash mid-save keeps the old one."""
+    on SIGTERM/SIGINT; written to a temporary file then renamed, so a crash mid-save keeps the
+    old one. Any other failure leaves `last.ckpt` as it was and writes `failed.ckpt`."""
 
     def __init__(self, dirpath: Path, every_env_steps: int):
         self.dirpath = Path(dirpath)
@@ -85,6 +88,13 @@ class EnvStepCheckpoint(L.Callback):
         return self.dirpath / "last.ckpt"
 
     def save(self, trainer: L.Trainer) -> None:
+        """Replaces last.ckpt, which therefore only ever holds a finite state."""
+        for name, value in trainer.lightning_module.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"non-finite {name} at env step {_env_steps(trainer)}; last.ckpt keeps the "
+                    f"state of env step {self.saved_env_steps}"
+                )
         tmp = self.dirpath / "last.ckpt.tmp"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
@@ -99,9 +109,12 @@ class EnvStepCheckpoint(L.Callback):
         self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # The parameters may already be non-finite: keep the last periodic checkpoint as it is
-        # and write the failing state beside it for post-mortems.
-        trainer.save_checkpoint(self.dirpath / "failed.ckpt")
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            self.save(trainer)  # interrupted, not broken: resume from here
+        else:
+            # The state may be non-finite: keep the last periodic checkpoint as it is and
+            # write the failing state beside it for post-mortems.
+            trainer.save_checkpoint(self.dirpath / "failed.ckpt")
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved_env_steps": self.saved_env_steps}

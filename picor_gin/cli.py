@@ -55,6 +55,21 @@ def _did_you_mean(message: str) -> str:
     return f"{message} (valid: {', '.join(candidates)})"
 
 
+def _check_compatible(checkpoint_path: Path, module: torch.nn.Module) -> None:
+    """Refuses a checkpoint whose parameters do not fit the configured model, before any work."""
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
+    expected = module.state_dict()
+    for name in sorted(set(saved) | set(expected)):
+        if name not in saved or name not in expected:
+            where = "the checkpoint" if name not in saved else "the configured model"
+            raise BadInput(f"checkpoint {checkpoint_path} is incompatible with the config: {where} lacks {name}")
+        if saved[name].shape != expected[name].shape:
+            raise BadInput(
+                f"checkpoint {checkpoint_path} is incompatible with the config: {name} has shape "
+                f"{tuple(saved[name].shape)} in the checkpoint, {tuple(expected[name].shape)} configured"
+            )
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a multi-task RL experiment from gin files.")
     parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable, loaded in order")
@@ -101,18 +116,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     torch.set_flush_denormal(True)  # keeps long CPU runs from slowing down on denormals
+    # Lightning's start-up notes would break the one-line promise of a bad-input exit.
+    lightning_notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning_notes.setLevel(logging.WARNING)
     try:
         experiment, run_dir, resume_from = _configure(args)
         built = experiment.build(run_dir)
+        if resume_from is not None:
+            _check_compatible(resume_from, built.module)
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+    lightning_notes.setLevel(logging.INFO)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     try:
         summary = experiment.run(built, run_dir, resume_from)
+    except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
+        print(f"error: interrupted; continue with --resume {run_dir}", file=sys.stderr)
+        return 1
     except Exception as error:  # noqa: BLE001  (any failure: report it, keep the run folder, exit 1)
         traceback.print_exc()
         print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""Figures from run folders' own logs: learning curves with a band over seeds (the paper's
+Figure 2 style), per-task curves, and the adaptive weights w_z over time (Figure 4 style)."""
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+FIGURE_SIZE = (8.0, 5.0)  # inches
+DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
+
+
+def experiment_name(run_dir: Path) -> str:
+    """`Experiment.name` from the run's own config.gin (its folder name if absent)."""
+    match = re.search(r"^Experiment\.name = '([^']*)'", (run_dir / "config.gin").read_text(), re.M)
+    return match[1] if match else run_dir.name
+
+
+def read_evaluations(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line]
+
+
+def headline_metric(rows: list[dict]) -> str:
+    """Success where the task set has it, else the normalized score, else the return."""
+    for key in ("success", "score"):
+        if rows and rows[-1][f"mean_{key}"] is not None:
+            return key
+    return "return"
+
+
+def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation over seeds on the union of their env-step grids."""
+    grid = np.unique(np.concatenate([steps for steps, _ in curves]))
+    values = np.stack([np.interp(grid, steps, ys) for steps, ys in curves])
+    return grid, values.mean(0), values.std(0)
+
+
+def _plot_band(ax, curves, label: str) -> None:
+    grid, mean, std = _band(curves)
+    ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
+    ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """Writes the figures for `run_dirs` into `out_dir`; returns their paths."""
+    runs = collections.defaultdict(list)
+    for run_dir in run_dirs:
+        runs[experiment_name(run_dir)].append((run_dir, read_evaluations(run_dir)))
+    metric = headline_metric(next(iter(runs.values()))[0][1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    for name, members in runs.items():
+        _plot_band(ax, [(np.array([r["env_steps"] for r in rows]), np.array([r[f"mean_{metric}"] for r in rows]))
+                        for _, rows in members], name)
+    ax.set(xlabel="environment steps", ylabel=f"mean {metric} over tasks", title=f"mean {metric} (band: ±1 std over seeds)")
+    ax.legend()
+    written.append(_save(fig, out_dir / f"mean_{metric}.png"))
+
+    tasks = list(next(iter(runs.values()))[0][1][0]["tasks"])
+    columns = min(4, len(tasks))
+    rows_count = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows_count, columns, figsize=(4 * columns, 3 * rows_count), dpi=DPI, squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for name, members in runs.items():
+            _plot_band(ax, [(np.array([r["env_steps"] for r in rows]), np.array([r["tasks"][task][metric] for r in rows]))
+                            for _, rows in members], name)
+        ax.set(title=task, xlabel="environment steps", ylabel=metric)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    written.append(_save(fig, out_dir / f"per_task_{metric}.png"))
+
+    weights = {name: [_scalars(run_dir, "train/weight/") for run_dir, _ in members] for name, members in runs.items()}
+    weights = {name: per_run for name, per_run in weights.items() if all(per_run)}
+    if weights:
+        fig, axes = plt.subplots(1, len(weights), figsize=(FIGURE_SIZE[0] * len(weights), FIGURE_SIZE[1]), dpi=DPI, squeeze=False)
+        for ax, (name, per_run) in zip(axes.flat, weights.items()):
+            for task in per_run[0]:
+                _plot_band(ax, [run[task] for run in per_run], task)
+            ax.set(title=f"{name}: task weights w_z", xlabel="environment steps", ylabel="w_z")
+            ax.legend(fontsize="small")
+        written.append(_save(fig, out_dir / "task_weights.png"))
+    return written
+
+
+def _scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """TensorBoard scalars under `prefix`, keyed by the rest of their tag."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag[len(prefix):]: (np.array([e.step for e in events.Scalars(tag)]), np.array([e.value for e in events.Scalars(tag)]))
+        for tag in events.Tags()["scalars"] if tag.startswith(prefix)
+    }
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
