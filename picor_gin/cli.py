@@ -55,10 +55,9 @@ def _did_you_mean(message: str) -> str:
     return f"{message} (valid: {', '.join(candidates)})"
 
 
-def _check_compatible(checkpoint_path: Path, module: torch.nn.Module) -> None:
+def _check_compatible(checkpoint: dict, checkpoint_path: Path, module: torch.nn.Module) -> None:
     """Refuses a checkpoint whose parameters do not fit the configured model, before any work."""
-    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
-    expected = module.state_dict()
+    saved, expected = checkpoint["state_dict"], module.state_dict()
     for name in sorted(set(saved) | set(expected)):
         if name not in saved or name not in expected:
             where = "the checkpoint" if name not in saved else "the configured model"
@@ -121,9 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     lightning_notes.setLevel(logging.WARNING)
     try:
         experiment, run_dir, resume_from = _configure(args)
-        built = experiment.build(run_dir)
-        if resume_from is not None:
-            _check_compatible(resume_from, built.module)
+        if resume_from is None:
+            built = experiment.build(run_dir)
+        else:
+            checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False)
+            built = experiment.build(run_dir, resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"])
+            _check_compatible(checkpoint, resume_from, built.module)
+            del checkpoint
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

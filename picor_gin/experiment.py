@@ -78,8 +78,14 @@ class Experiment:
     def default_run_dir(self) -> Path:
         return Path("runs") / self.name / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{self.seed}"
 
-    def build(self, run_dir: Path) -> Run:
-        """Builds every component (raising ValueError on bad settings) without touching disk."""
+    def build(self, run_dir: Path, resumed_env_steps: int | None = None) -> Run:
+        """Builds every component (raising ValueError on bad settings) without touching disk.
+
+        Args:
+            resumed_env_steps: env steps of the checkpoint a resumed run starts from; TensorBoard
+                hides what the interrupted run logged after it, so no step appears twice.
+        """
+        purge = {} if resumed_env_steps is None else {"purge_step": resumed_env_steps + 1}
         L.seed_everything(self.seed, verbose=False)
         probe = self.task_set.make_env(0)
         module = PiCor(
@@ -106,7 +112,9 @@ class Experiment:
         monitor = ThroughputMonitor(self.log_every_updates)
         trainer = externals.Trainer(
             max_epochs=1,
-            logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False),
+            logger=TensorBoardLogger(
+                save_dir=str(run_dir), name="", version="", default_hp_metric=False, **purge
+            ),
             callbacks=[evaluation, checkpoint, monitor],
             default_root_dir=str(run_dir),
             enable_checkpointing=False,
