@@ -175,6 +175,14 @@ class PiCor(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["updates"] = self.updates
+        # Sampling noise continues where it stopped (per process: DDP ranks differ).
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = checkpoint["updates"]
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        cuda_states = checkpoint.get("cuda_rng_state", [])
+        if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
