@@ -10,6 +10,7 @@ concrete variants beyond its defaults.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable
 
 import gin
@@ -96,7 +97,6 @@ class PiCor(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         groups = self.backbone.parameter_groups()
-        self._phase_optimizer_names = list(groups)
         optimizers = [self.optimizer_factories[name](params) for name, params in groups.items()]
         optimizers.append(self.optimizer_factories["correction"](groups["actor"]))
         return optimizers
@@ -164,7 +164,7 @@ class PiCor(L.LightningModule):
             for name, value in zip(self.task_names, values.tolist()):
                 metrics[f"train/{stat}/{name}"] = value
         for key, value in metrics.items():
-            if not torch.isfinite(torch.tensor(value)):
+            if not math.isfinite(value):
                 task = self.task_names[int(batch.task["task_id"][0])]
                 raise FloatingPointError(
                     f"non-finite {key} = {value} at env step {batch.env_steps} "
