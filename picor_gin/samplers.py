@@ -65,3 +65,16 @@ class RoundRobin(TaskSampler):
 
     def tasks(self, iteration: int) -> list[int]:
         return [(iteration // self.k) % self.num_tasks]
+
+
+@gin.configurable(denylist=["num_tasks", "seed"])
+class AllTasks(TaskSampler):
+    """Every task every iteration: each collects, and the update's batch is stratified over tasks
+    (the MTSAC batch of other codebases)."""
+
+    def __init__(self, num_tasks: int, seed: int = 0):
+        super().__init__(num_tasks, seed)
+        self.tasks_per_iteration = num_tasks
+
+    def tasks(self, iteration: int) -> list[int]:
+        return list(range(self.num_tasks))

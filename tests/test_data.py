@@ -69,3 +69,13 @@ def test_state_dict_round_trip_restores_counters_sampler_and_buffers():
     assert restored.env_steps == data.env_steps and restored.iterations == 3
     assert [len(b) for b in restored.buffers] == [len(b) for b in data.buffers]
     assert torch.equal(restored.buffers[1].storage[:41]["action"], data.buffers[1].storage[:41]["action"])
+
+
+def test_all_tasks_sampler_collects_every_task_and_stratifies_the_batch():
+    from picor_gin.samplers import AllTasks
+
+    data = _data(sampler=AllTasks, total_env_steps=200)
+    batches = list(data.train_dataloader())
+    assert len(batches) == 10  # (200 - 160 warm-up steps) / 4 tasks per iteration
+    assert data.task_env_steps == [50, 50, 50, 50]
+    assert torch.equal(batches[0].task["task_id"], torch.arange(4).repeat_interleave(16))

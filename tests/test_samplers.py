@@ -79,3 +79,9 @@ def test_every_sampler_yields_valid_task_ids(sampler_class, num_tasks):
         ids = sampler.tasks(i)
         assert len(ids) == sampler.tasks_per_iteration
         assert all(isinstance(t, int) and 0 <= t < num_tasks for t in ids), ids
+
+
+def test_all_tasks_returns_every_task_each_iteration():
+    sampler = samplers.AllTasks(num_tasks=3, seed=0)
+    assert sampler.tasks_per_iteration == 3
+    assert [sampler.tasks(i) for i in range(2)] == [[0, 1, 2], [0, 1, 2]]
