@@ -215,7 +215,7 @@ def _unit_box_actions(env: gym.Env) -> gym.Env:
         return env  # Meta-World and HalfCheetah already act in [-1, 1]
     if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
         raise ValueError(f"task sets need finite action bounds to rescale to [-1, 1], got {space}")
-    return gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
 
 
 def gym_task_env(
@@ -436,13 +436,19 @@ HALF_CHEETAH_PARTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def scaled_half_cheetah_xml(geoms: Sequence[str], factor: float) -> str:
-    """Path of gymnasium's half_cheetah.xml with the `size` of `geoms` multiplied by `factor`.
+def _format(values: np.ndarray) -> str:
+    return " ".join(repr(float(v)) for v in values)
 
-    As gym-extensions does, only `size` changes: a capsule placed by pos + size keeps its centre
-    and grows its radius and half-length; the torso, placed by fromto, gets thicker, not longer.
-    Masses follow from the geoms (inertiafromgeom) and are renormalised to 14 kg (settotalmass).
-    The file is content-addressed under the temp folder, so processes share it safely.
+
+def scaled_half_cheetah_xml(geoms: Sequence[str], factor: float) -> str:
+    """Path of gymnasium's half_cheetah.xml with `geoms` scaled by `factor` about their centres.
+
+    Radius and half-length both scale and the centre stays, as in gym-extensions, which scales
+    `size`; for the torso, placed by `fromto`, the length lives in `fromto`, which gym-extensions
+    left unscaled (a TODO there) and we scale too, so every part grows the same way. Joints and
+    child bodies do not move. Masses follow the geoms (inertiafromgeom) and are renormalised to
+    14 kg (settotalmass). The file is content-addressed under the temp folder, so concurrent
+    processes share it safely.
     """
     import gymnasium.envs.mujoco  # imports mujoco; only HalfCheetah needs it
 
@@ -452,7 +458,11 @@ def scaled_half_cheetah_xml(geoms: Sequence[str], factor: float) -> str:
         geom = tree.find(f".//geom[@name='{name}']")
         if geom is None:
             raise ValueError(f"half_cheetah.xml has no geom named {name!r}")
-        geom.set("size", " ".join(repr(float(x) * factor) for x in geom.get("size").split()))
+        geom.set("size", _format(np.array(geom.get("size").split(), float) * factor))
+        if geom.get("fromto") is not None:  # the torso: its length lives in fromto, not size
+            ends = np.array(geom.get("fromto").split(), float).reshape(2, 3)
+            centre = ends.mean(0)
+            geom.set("fromto", _format((centre + (ends - centre) * factor).ravel()))
     text = ET.tostring(tree.getroot(), encoding="unicode")
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / "picor_gin" / f"half_cheetah_{digest}.xml"
@@ -490,7 +500,9 @@ class HalfCheetahGroup(GymTasks):
             raise ValueError("HalfCheetahGroup.scale_factors must hold at least one factor")
         for label, factor in factors.items():
             if not factor > 0:
-                raise ValueError(f"HalfCheetahGroup.scale_factors[{label!r}] must be > 0, got {factor}")
+                raise ValueError(
+                    f"HalfCheetahGroup.scale_factors[{label!r}] must be > 0, got {factor}"
+                )
         #: task name -> (scaled geoms, factor), in task order.
         self.variants = {
             f"{part}_{label}": (geoms, factor)
