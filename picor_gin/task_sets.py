@@ -313,11 +313,23 @@ class MetaWorldTasks(TaskSet):
     benchmark: ClassVar[str]
     has_success = True
 
-    def __init__(self, goal_seed: int = 0, max_episode_steps: int = 500):
+    def __init__(
+        self,
+        goal_seed: int = 0,
+        max_episode_steps: int = 500,
+        tasks: Sequence[str] | None = None,
+    ):
+        """Args: tasks: a subset of the benchmark's env names, in this order; None keeps all."""
         _check_episode_steps(type(self).__name__, max_episode_steps)
         self.goal_seed = goal_seed
         self.max_episode_steps = max_episode_steps
-        self._tasks = _metaworld_fixed_tasks(self.benchmark, goal_seed)
+        by_name = {entry[0]: entry for entry in _metaworld_fixed_tasks(self.benchmark, goal_seed)}
+        for name in tasks or ():
+            if name not in by_name:
+                raise ValueError(
+                    f"{type(self).__name__}.tasks: unknown task {name!r}; valid tasks: {', '.join(by_name)}"
+                )
+        self._tasks = tuple(by_name[name] for name in (tasks or by_name))
         self.names = [name for name, _, _ in self._tasks]
 
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:
@@ -398,7 +410,10 @@ class GymTasks(TaskSet):
         """Builds each task once: shapes must agree; returns each task's time limit."""
         shapes, limits = [], []
         for name, make in zip(self.names, self._makes):
-            env = make()
+            try:
+                env = make()
+            except gym.error.Error as error:  # e.g. an unknown or misspelt id
+                raise ValueError(f"{owner}: task {name!r}: {error}") from error
             obs = _flat_box_shape(env.observation_space, f"{name!r} observation")
             action = _flat_box_shape(env.action_space, f"{name!r} action")
             limit = env.spec.max_episode_steps if env.spec is not None else None

@@ -254,3 +254,20 @@ def test_gym_tasks_reject_duplicate_names_and_missing_kwargs():
         GymTasks(["Pendulum-v1", "Pendulum-v1"])
     with pytest.raises(ValueError, match="make_kwargs has 1 entries for 2 env_ids"):
         GymTasks(["Pendulum-v1", "MountainCarContinuous-v0"], make_kwargs=[{}])
+
+
+def test_metaworld_task_subset_keeps_the_given_order_and_names_unknown_tasks():
+    from picor_gin.task_sets import MetaWorldMT10
+
+    subset = MetaWorldMT10(tasks=["push-v3", "reach-v3"])
+    assert subset.names == ["push-v3", "reach-v3"]
+    assert subset.make_env(0).reset()["observation"].shape[-1] == 39 + 2
+    with pytest.raises(ValueError, match=r"unknown task 'pusj-v3'; valid tasks: reach-v3, push-v3"):
+        MetaWorldMT10(tasks=["reach-v3", "pusj-v3"])
+
+
+def test_gym_tasks_turns_an_unknown_id_into_a_value_error_naming_the_task():
+    from picor_gin.task_sets import GymTasks
+
+    with pytest.raises(ValueError, match=r"task 'Pendulm-v1'"):
+        GymTasks(env_ids=["Pendulum-v1", "Pendulm-v1"])

@@ -77,11 +77,17 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=PiCor.lam = -1.0"], "lam must be >= 0"),
         (["--gin_bindings=PiCor.c = 0.5"], "c must be <= 0"),
         (["--gin_file=gin_configs/does_not_exist.gin"], "does_not_exist.gin"),
+        (["--gin_bindings=UniformEveryK.k = 0"], "k must be >= 1"),
+        (["--gin_bindings=MultiTaskData.batch_size = 0"], "batch_size must be >= 1"),
+        (["--gin_bindings=SAC.gamma = 1.0"], "gamma must lie in (0, 1)"),
+        (["--gin_bindings=PiCor.lam = "], "Unable to parse"),
+        (["--gin_bindings=MetaWorldMT10.tasks = ['reach-v3', 'pusj-v3']"], "valid tasks: reach-v3"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message):
     run_dir = tmp_path / "run"
-    result = run_cli("--gin_file=gin_configs/tiny_picor.gin", *args, f"--run_dir={run_dir}")
+    base = "gin_configs/smoke/mt10_picor.gin" if any("MetaWorld" in a for a in args) else "gin_configs/tiny_picor.gin"
+    result = run_cli(f"--gin_file={base}", *args, f"--run_dir={run_dir}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
