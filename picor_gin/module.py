@@ -115,6 +115,12 @@ class PiCor(L.LightningModule):
             optimizer.zero_grad()
         # The loss terms touch disjoint parameters, so one backward of their sum is exact.
         self.manual_backward(sum(v for k, v in losses.items() if k.startswith("loss_")))
+        logging_now = (self.updates + 1) % self.log_every_updates == 0
+        if logging_now:
+            for group, params in self.backbone.parameter_groups().items():
+                losses[f"grad_norm_{group}"] = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None])
+                )
         for optimizer in phase_optimizers:
             optimizer.step()
         self.backbone.update_targets()
@@ -137,7 +143,7 @@ class PiCor(L.LightningModule):
             self._active_updates += (correction["violation"] > 0).float()
 
         self.updates += 1
-        if self.updates % self.log_every_updates == 0:
+        if logging_now:
             if correcting:
                 # The loop's values are from before each step (KL = 0 before the first one);
                 # this shows where the phase left the policy.
