@@ -88,9 +88,12 @@ class Experiment:
         purge = {} if resumed_env_steps is None else {"purge_step": resumed_env_steps + 1}
         L.seed_everything(self.seed, verbose=False)
         probe = self.task_set.make_env(0)
+        obs_dim = probe.observation_spec["observation"].shape[-1]
+        action_dim = probe.action_spec.shape[-1]
+        probe.close()
         module = PiCor(
-            obs_dim=probe.observation_spec["observation"].shape[-1],
-            action_dim=probe.action_spec.shape[-1],
+            obs_dim=obs_dim,
+            action_dim=action_dim,
             num_tasks=self.task_set.num_tasks,
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,

@@ -30,12 +30,13 @@ def _adam(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=3e-4)
 
 
-@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "task_names"])
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "task_names", "log_every_updates"])
 class PiCor(L.LightningModule):
     """PiCor (Bai et al., AAAI 2023, Algorithm 1) on any backbone.
 
     Args:
         obs_dim, action_dim, num_tasks, task_names: supplied by the Experiment.
+        log_every_updates: supplied by the Experiment (`Experiment.log_every_updates`).
         backbone: factory of the backbone, called with (obs_dim=, action_dim=, num_tasks=).
         weighting: the weighting rule of eq. (9) (or the uniform ablation).
         constraint: factory of the constraint form, called with (lam=, c=, gamma=).
@@ -46,7 +47,6 @@ class PiCor(L.LightningModule):
         actor_optimizer, critic_optimizer, alpha_optimizer, correction_optimizer: optimizer
             factories (gin: `@actor/Adam` etc.); the correction optimizer acts on the actor with
             its own state.
-        log_every_updates: interval of the training metrics (they leave the device only then).
     """
 
     def __init__(
@@ -71,7 +71,7 @@ class PiCor(L.LightningModule):
         if correction_steps < 0:
             raise ValueError(f"PiCor.correction_steps must be >= 0, got {correction_steps}")
         if log_every_updates < 1:
-            raise ValueError(f"PiCor.log_every_updates must be >= 1, got {log_every_updates}")
+            raise ValueError(f"log_every_updates must be >= 1, got {log_every_updates}")
         self.automatic_optimization = False
         self.num_tasks = num_tasks
         self.task_names = list(task_names)
