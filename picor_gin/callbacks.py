@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.data import MultiTaskData
-from picor_gin.evaluation import evaluate
+from picor_gin.evaluation import evaluate, headline_metric
 from picor_gin.task_sets import TaskSet
 
 
@@ -37,8 +37,8 @@ class PeriodicEvaluation(L.Callback):
         if _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps:
             row = self._evaluate(trainer, pl_module)
             if row is not None:
-                score = row["mean_score"] if row["mean_score"] is not None else row["mean_return"]
-                pl_module.log("eval", score, prog_bar=True, logger=False, rank_zero_only=True)
+                headline = row[f"mean_{headline_metric(row)}"]
+                pl_module.log("eval", headline, prog_bar=True, logger=False, rank_zero_only=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if _env_steps(trainer) != self.last_env_steps:

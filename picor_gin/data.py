@@ -111,6 +111,7 @@ class MultiTaskData(L.LightningDataModule):
             ("batch_size", batch_size),
             ("correction_states_per_task", correction_states_per_task),
             ("replay_capacity", replay_capacity),
+            ("warmup_env_steps_per_task", warmup_env_steps_per_task),  # every B_z is sampled
         ]:
             if value < 1:
                 raise ValueError(f"MultiTaskData.{name} must be >= 1, got {value}")

@@ -10,6 +10,11 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from picor_gin.task_sets import TaskSet
 
 
+def headline_metric(row: dict[str, Any]) -> str:
+    """The metric a task set is judged by: "success" where it has a flag, else "score", else "return"."""
+    return next(key for key in ("success", "score", "return") if row[f"mean_{key}"] is not None)
+
+
 def _mean(values: list[float | None]) -> float | None:
     return None if not values or values[0] is None else sum(values) / len(values)
 

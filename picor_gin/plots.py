@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from picor_gin.evaluation import headline_metric  # noqa: E402
+
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
 
@@ -26,14 +28,6 @@ def experiment_name(run_dir: Path) -> str:
 
 def read_evaluations(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line]
-
-
-def headline_metric(rows: list[dict]) -> str:
-    """Success where the task set has it, else the normalized score, else the return."""
-    for key in ("success", "score"):
-        if rows and rows[-1][f"mean_{key}"] is not None:
-            return key
-    return "return"
 
 
 def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,7 +48,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     runs = collections.defaultdict(list)
     for run_dir in run_dirs:
         runs[experiment_name(run_dir)].append((run_dir, read_evaluations(run_dir)))
-    metric = headline_metric(next(iter(runs.values()))[0][1])
+    metric = headline_metric(next(iter(runs.values()))[0][1][-1])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
