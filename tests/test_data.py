@@ -79,3 +79,18 @@ def test_all_tasks_sampler_collects_every_task_and_stratifies_the_batch():
     assert len(batches) == 10  # (200 - 160 warm-up steps) / 4 tasks per iteration
     assert data.task_env_steps == [50, 50, 50, 50]
     assert torch.equal(batches[0].task["task_id"], torch.arange(4).repeat_interleave(16))
+
+
+def test_collectors_act_with_the_current_actor_not_a_copy():
+    task_set = PointGoals(num_tasks=4)
+    backbone = SAC(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(8, 8)))
+    data = MultiTaskData(task_set=task_set, policy=backbone.policy, seed=0, total_env_steps=400,
+                         batch_size=16, warmup_env_steps_per_task=4, sampler=RoundRobin)
+    data.warm_up()  # builds the collectors with the initial actor
+    with torch.no_grad():  # now make the actor push hard toward (+1, -1)
+        last = backbone.actor[0][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([20.0, -20.0, -20.0, -20.0]))  # loc (20, -20), tiny scale
+    data.collect(0)
+    action = data.buffers[0].storage[4]["action"]
+    assert torch.allclose(action, torch.tensor([1.0, -1.0]), atol=1e-3), action
