@@ -54,7 +54,8 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings(
         [str(REPO / "gin_configs/tiny_picor.gin")],
-        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100"],
+        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100",
+         "Trainer.enable_progress_bar = False"],
         skip_unknown=False,
     )
     experiment = Experiment()
