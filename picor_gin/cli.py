@@ -9,6 +9,7 @@ import argparse
 import difflib
 import inspect
 import logging
+import os
 import re
 import sys
 import warnings
@@ -23,6 +24,7 @@ import picor_gin  # noqa: F401  (registers the configurables)
 from picor_gin.experiment import Experiment
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
 
 
 class BadInput(Exception):
@@ -98,9 +100,13 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]
         experiment = Experiment()
     except (ValueError, TypeError, SyntaxError, KeyError) as error:
         raise BadInput(_did_you_mean(_one_line(error))) from error
+    if RUN_DIR_VARIABLE in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
+        # A DDP worker that Lightning started by re-running this command: the folder is rank 0's.
+        return experiment, Path(os.environ[RUN_DIR_VARIABLE]), resume_from
     run_dir = args.resume or args.run_dir or experiment.default_run_dir()
     if args.resume is None and run_dir.exists():
         raise BadInput(f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it")
+    os.environ[RUN_DIR_VARIABLE] = str(run_dir)  # inherited by the DDP workers Lightning starts
     return experiment, run_dir, resume_from
 
 
@@ -144,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
         return 1
-    _print_results(summary, run_dir)
+    if "tasks" in summary:  # rank 0 evaluates; DDP workers have nothing to print
+        _print_results(summary, run_dir)
     return 0
 
 
