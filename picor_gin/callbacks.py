@@ -128,29 +128,28 @@ class ThroughputMonitor(L.Callback):
 
     def __init__(self, log_every_updates: int):
         self.log_every_updates = log_every_updates
-        self.updates = 0
         self._last: tuple[float, int, int] | None = None
         self._start: tuple[float, int, int] = (time.perf_counter(), 0, 0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After a resume the counters start where the checkpoint left them.
-        self.updates = getattr(pl_module, "updates", 0)
-        self._start = (time.perf_counter(), _env_steps(trainer), self.updates)
+        self._start = (time.perf_counter(), _env_steps(trainer), pl_module.updates)
 
     def totals(self, trainer: L.Trainer) -> dict[str, float]:
         """Wall time and throughput of this process's fit, for summary.json."""
         wall_time = time.perf_counter() - self._start[0]
+        updates = trainer.lightning_module.updates
         return {
             "wall_time_s": wall_time,
             "total_env_steps": _env_steps(trainer),
-            "updates": self.updates,
+            "updates": updates,
             "env_steps_per_second": (_env_steps(trainer) - self._start[1]) / wall_time,
-            "updates_per_second": (self.updates - self._start[2]) / wall_time,
+            "updates_per_second": (updates - self._start[2]) / wall_time,
         }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.updates += 1
-        if self.updates % self.log_every_updates:
+        updates = pl_module.updates  # the module counts its own updates, resumed ones included
+        if updates % self.log_every_updates:
             return
         data: MultiTaskData = trainer.datamodule
         now = time.perf_counter()
@@ -158,8 +157,8 @@ class ThroughputMonitor(L.Callback):
         if self._last is not None:
             seconds = now - self._last[0]
             metrics["time/env_steps_per_second"] = (data.env_steps - self._last[1]) / seconds
-            metrics["time/updates_per_second"] = (self.updates - self._last[2]) / seconds
-        self._last = (now, data.env_steps, self.updates)
+            metrics["time/updates_per_second"] = (updates - self._last[2]) / seconds
+        self._last = (now, data.env_steps, updates)
         for name, returns in zip(data.task_set.names, data.recent_returns):
             if returns:
                 metrics[f"train/episode_return/{name}"] = sum(returns) / len(returns)
