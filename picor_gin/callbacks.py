@@ -90,7 +90,7 @@ class EnvStepCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer) -> None:
         """Replaces last.ckpt, which therefore only ever holds a finite state."""
         for name, value in trainer.lightning_module.state_dict().items():
-            if value.is_floating_point() and not torch.isfinite(value).all():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
                 raise FloatingPointError(
                     f"non-finite {name} at env step {_env_steps(trainer)}; last.ckpt keeps the "
                     f"state of env step {self.saved_env_steps}"

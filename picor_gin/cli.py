@@ -64,7 +64,7 @@ def _check_compatible(checkpoint: dict, checkpoint_path: Path, module: torch.nn.
         if name not in saved or name not in expected:
             where = "the checkpoint" if name not in saved else "the configured model"
             raise BadInput(f"checkpoint {checkpoint_path} is incompatible with the config: {where} lacks {name}")
-        if saved[name].shape != expected[name].shape:
+        if torch.is_tensor(expected[name]) and saved[name].shape != expected[name].shape:
             raise BadInput(
                 f"checkpoint {checkpoint_path} is incompatible with the config: {name} has shape "
                 f"{tuple(saved[name].shape)} in the checkpoint, {tuple(expected[name].shape)} configured"

@@ -40,15 +40,18 @@ class Batch:
     Attributes:
         task: transitions of the sampled task(s), batch [B] (the optimization phase's batch).
         correction: "observation" and "task_id" of M states from every task's buffer, [N, M].
+        recent_return: each task's mean return over its last training episodes, [N]; NaN for
+            a task with no finished episode yet.
         env_steps: global environment steps collected so far.
     """
 
     task: TensorDictBase
     correction: TensorDictBase
+    recent_return: torch.Tensor
     env_steps: int
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.task.to(device), self.correction.to(device), self.env_steps)
+        return Batch(self.task.to(device), self.correction.to(device), self.recent_return.to(device), self.env_steps)
 
 
 def _keep_as_is(batch: Batch) -> Batch:
@@ -190,7 +193,10 @@ class MultiTaskData(L.LightningDataModule):
                 for b in self.buffers
             ]
         )
-        return Batch(task_batch, correction, self.env_steps)
+        recent_return = torch.tensor(
+            [sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=correction.device
+        )
+        return Batch(task_batch, correction, recent_return, self.env_steps)
 
     def total_iterations(self) -> int:
         """Iterations of the whole run after warm-up; Lightning counts a resumed run's done ones."""

@@ -77,6 +77,13 @@ class PiCor(L.LightningModule):
         self.task_names = list(task_names)
         self.backbone = backbone(obs_dim=obs_dim, action_dim=action_dim, num_tasks=num_tasks)
         self.weighting = weighting or SoftmaxAlphaWeights()
+        missing = self.weighting.requires - self.backbone.task_stat_names - {"recent_return"}
+        if missing:
+            raise ValueError(
+                f"{type(self.weighting).__name__} needs per-task {sorted(missing)}, which "
+                f"{type(self.backbone).__name__} does not provide; bind a rule that needs no "
+                "temperature, e.g. PiCor.weighting = @SoftmaxReturnWeights()"
+            )
         self.constraint = constraint(lam=lam, c=c, gamma=self.backbone.gamma)
         self.correction_steps = correction_steps
         self.optimizer_factories = {
@@ -104,7 +111,7 @@ class PiCor(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         *phase_optimizers, correction_optimizer = self.optimizers()
         states = batch.correction
-        correcting = self.correction_steps > 0
+        correcting = self.correction_steps > 0 and self.constraint.corrects
         if correcting:
             # pi_t: the actor *before* this update; A^{pi_t} is its advantage, not pi'_t's.
             pi_t = self.backbone.policy_snapshot(states["observation"])
@@ -118,15 +125,16 @@ class PiCor(L.LightningModule):
         logging_now = (self.updates + 1) % self.log_every_updates == 0
         if logging_now:
             for group, params in self.backbone.parameter_groups().items():
-                losses[f"grad_norm_{group}"] = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None])
-                )
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads:  # a delayed actor update leaves the actor without gradient
+                    losses[f"grad_norm_{group}"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         for optimizer in phase_optimizers:
             optimizer.step()
         self.backbone.update_targets()
 
         # 2. Adaptive weights, eq. (9).
-        weights = self.weighting(self.backbone.task_stats(), self.num_tasks)
+        task_stats = {**self.backbone.task_stats(), "recent_return": batch.recent_return}
+        weights = self.weighting(task_stats, self.num_tasks)
 
         # 3. Policy correction phase, eq. (10), starting from phi = pi'_t.
         correction: dict[str, torch.Tensor] = {}
@@ -140,6 +148,7 @@ class PiCor(L.LightningModule):
                 correction_optimizer.zero_grad()
                 self.manual_backward(correction["loss_correction"])
                 correction_optimizer.step()
+                self.constraint.after_step(correction["gain"])
             self._active_updates += (correction["violation"] > 0).float()
 
         self.updates += 1
@@ -150,6 +159,7 @@ class PiCor(L.LightningModule):
                 with torch.no_grad():
                     after = correction_loss(self.backbone, self.constraint, states, baseline, pi_prime, weights)
                 correction.update({f"{k}_after": after[k] for k in ("kl", "gain", "violation")})
+                correction.update(self.constraint.diagnostics())
             self._log_training(batch, losses, correction, weights)
 
     def _log_training(
@@ -164,8 +174,10 @@ class PiCor(L.LightningModule):
         if correction:
             metrics["train/constraint_active_share"] = self._active_updates.item() / self.log_every_updates
             self._active_updates.zero_()
-        entropy = -self.backbone.policy_snapshot(batch.correction["observation"])["log_prob"].mean(-1)
-        per_task = {"weight": weights, "entropy": entropy, **self.backbone.task_stats()}
+        per_task = {"weight": weights, **self.backbone.task_stats()}
+        snapshot = self.backbone.policy_snapshot(batch.correction["observation"])
+        if "log_prob" in snapshot.keys():
+            per_task["entropy"] = -snapshot["log_prob"].mean(-1)
         for stat, values in per_task.items():
             for name, value in zip(self.task_names, values.tolist()):
                 metrics[f"train/{stat}/{name}"] = value

@@ -1,7 +1,8 @@
 """Weighting rules: the task weights w_z of PiCor's correction phase.
 
-A rule maps per-task statistics of the backbone (for SAC: the temperatures alpha_z) to a
-weight vector of shape [N] that sums to 1.
+A rule maps per-task statistics (the backbone's, such as SAC's temperatures alpha_z, plus
+"recent_return", each task's mean return over its last training episodes) to a weight vector
+of shape [N] that sums to 1.
 """
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import torch
 
 
 class WeightingRule(abc.ABC):
-    """Maps per-task statistics to task weights w, shape [N], summing to 1."""
+    """Maps per-task statistics to task weights w, shape [N], summing to 1.
+
+    Attributes:
+        requires: the task statistics the rule reads; checked against what the backbone
+            provides when the experiment is built.
+    """
+
+    requires: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
@@ -28,24 +36,48 @@ class SoftmaxAlphaWeights(WeightingRule):
     in the correction; tau > 0 sets how sharp that preference is.
     """
 
+    requires = frozenset({"alpha"})
+
     def __init__(self, tau: float = 1.0):
         if not tau > 0:
             raise ValueError(f"SoftmaxAlphaWeights.tau must be > 0, got {tau}")
         self.tau = tau
 
     def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
-        if "alpha" not in task_stats:
-            raise ValueError(
-                "SoftmaxAlphaWeights needs per-task temperatures; the backbone provides "
-                f"{sorted(task_stats)}: bind a weighting rule that needs no temperature"
-            )
         return torch.softmax(task_stats["alpha"].detach() / self.tau, dim=-1)  # eq. (9)
+
+
+@gin.configurable
+class SoftmaxReturnWeights(WeightingRule):
+    """w = softmax(-standardised recent return / tau): the tasks doing worst weigh most.
+
+    Needs no temperature, so it serves deterministic backbones (TD3). Returns are standardised
+    across tasks (mean 0, std 1) so the rule is free of each benchmark's reward scale; a task
+    with no finished episode yet counts as average, and equal returns give uniform weights.
+    """
+
+    requires = frozenset({"recent_return"})
+
+    def __init__(self, tau: float = 1.0):
+        if not tau > 0:
+            raise ValueError(f"SoftmaxReturnWeights.tau must be > 0, got {tau}")
+        self.tau = tau
+
+    def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
+        returns = task_stats["recent_return"]
+        known = ~returns.isnan()
+        mean = returns[known].mean() if known.any() else returns.new_zeros(())
+        returns = torch.where(known, returns, mean)
+        standardised = (returns - mean) / (returns.std(correction=0) + 1e-8)
+        return torch.softmax(-standardised / self.tau, dim=-1)
 
 
 @gin.configurable
 class UniformWeights(WeightingRule):
     """w_z = 1/N: the ablation "Ada: X" of the paper's Table 2."""
 
+    requires = frozenset({"recent_return"})  # read for its device only
+
     def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
-        device = next(iter(task_stats.values())).device if task_stats else None
+        device = task_stats["recent_return"].device
         return torch.full((num_tasks,), 1.0 / num_tasks, device=device)

@@ -22,26 +22,28 @@ NUM_TASKS, OBS_DIM, ACTION_DIM, STATES_PER_TASK = 4, 6, 2, 16
 HAND_KL = 0.5 + (math.log(2.0) + 1.0 / 8.0 - 0.5)
 
 
-class _FixedGaussianActor(nn.Module):
-    """Ignores the observation: loc and scale are parameters, broadcast to the batch."""
+class _FixedLocActor(nn.Module):
+    """Ignores the observation: outputs loc and a raw scale of 0, which SAC's NormalParamExtractor
+    maps to scale 1, broadcast to the batch."""
 
-    def __init__(self, loc: list[float], scale: list[float]):
+    def __init__(self, loc: list[float]):
         super().__init__()
         self.loc = nn.Parameter(torch.tensor(loc))
-        self.scale = nn.Parameter(torch.tensor(scale))
 
-    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (*observation.shape[:-1], self.loc.shape[-1])
-        return self.loc.expand(shape), self.scale.expand(shape)
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        loc = self.loc.expand(*observation.shape[:-1], -1)
+        return torch.cat([loc, torch.zeros_like(loc)], -1)
 
 
-class _FixedGaussianNetwork(Network):
-    def __init__(self, loc: list[float], scale: list[float]):
-        self.loc, self.scale = loc, scale
+class _UnitGaussianNetwork(Network):
+    """Actor N(loc, I) on every state; an ordinary critic."""
+
+    def __init__(self, loc: list[float]):
+        self.loc = loc
         self.mlp = OneHotMLP(hidden_sizes=(8, 8))
 
-    def actor(self, obs_dim: int, action_dim: int, num_tasks: int) -> nn.Module:
-        return _FixedGaussianActor(self.loc, self.scale)
+    def actor(self, obs_dim: int, out_features: int, num_tasks: int) -> nn.Module:
+        return _FixedLocActor(self.loc)
 
     def critic(self, obs_dim: int, action_dim: int, num_tasks: int) -> TwinCritic:
         return self.mlp.critic(obs_dim, action_dim, num_tasks)
@@ -113,7 +115,7 @@ def _hand_pi_prime() -> TensorDict:
 
 
 def test_divergence_is_the_hand_computed_kl_between_diagonal_gaussians():
-    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    sac = _sac(_UnitGaussianNetwork(loc=[0.0, 0.0]))
     states = _states()
     pi_prime = _hand_pi_prime()
     baseline = torch.zeros(NUM_TASKS, STATES_PER_TASK)
@@ -124,7 +126,7 @@ def test_divergence_is_the_hand_computed_kl_between_diagonal_gaussians():
 
 def test_divergence_is_kl_of_phi_from_pi_prime_not_the_reverse():
     # KL(N(0, 1) || N(0, 2)) = log 2 + 1/8 - 1/2 = 0.3181; the reverse is -log 2 + 2 - 1/2 = 0.8069.
-    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    sac = _sac(_UnitGaussianNetwork(loc=[0.0, 0.0]))
     states = _states()
     pi_prime = TensorDict(
         {"loc": torch.zeros(NUM_TASKS, STATES_PER_TASK, 2),
@@ -170,7 +172,7 @@ def test_weighted_gain_equals_a_loop_over_tasks():
 
 
 def test_correction_loss_with_the_constraint_inactive_is_the_kl_alone():
-    sac = _sac(_FixedGaussianNetwork(loc=[0.0, 0.0], scale=[1.0, 1.0]))
+    sac = _sac(_UnitGaussianNetwork(loc=[0.0, 0.0]))
     states = _states()
     pi_prime = _hand_pi_prime()
     # A baseline far below any Q makes every advantage large and positive: no violation.

@@ -1,4 +1,4 @@
-"""Weighting rules (eq. 9 of PiCor and the uniform ablation "Ada: X")."""
+"""Weighting rules: eq. 9 of PiCor, the uniform ablation "Ada: X", and the temperature-free rule."""
 from __future__ import annotations
 
 import inspect
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from picor_gin import weighting
-from picor_gin.weighting import SoftmaxAlphaWeights, UniformWeights, WeightingRule
+from picor_gin.weighting import SoftmaxAlphaWeights, SoftmaxReturnWeights, UniformWeights, WeightingRule
 
 # Every concrete rule of the family, found in the module so that a new rule is covered too.
 RULES = [
@@ -17,12 +17,13 @@ RULES = [
 ]
 
 
-def _stats(alpha: list[float]) -> dict[str, torch.Tensor]:
-    return {"alpha": torch.tensor(alpha)}
+def _stats(alpha: list[float], recent_return: list[float] | None = None) -> dict[str, torch.Tensor]:
+    recent_return = recent_return or [0.0] * len(alpha)
+    return {"alpha": torch.tensor(alpha), "recent_return": torch.tensor(recent_return)}
 
 
-def test_the_family_list_holds_both_known_rules():
-    assert {SoftmaxAlphaWeights, UniformWeights} <= set(RULES)
+def test_the_family_list_holds_the_known_rules():
+    assert {SoftmaxAlphaWeights, SoftmaxReturnWeights, UniformWeights} <= set(RULES)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +63,29 @@ def test_softmax_alpha_weights_reject_a_non_positive_tau(tau):
         SoftmaxAlphaWeights(tau=tau)
 
 
-def test_softmax_alpha_weights_without_temperatures_raise_value_error():
-    with pytest.raises(ValueError, match="temperature"):
-        SoftmaxAlphaWeights()({"other": torch.ones(3)}, 3)
+def test_return_weights_match_hand_computed_values():
+    # returns [0, 1, 2]: mean 1, population std sqrt(2/3), standardised [-1.2247, 0, 1.2247];
+    # softmax([1.2247, 0, -1.2247]) = [3.4034, 1, 0.2938] / 4.6972 = [0.7246, 0.2129, 0.0626].
+    w = SoftmaxReturnWeights(tau=1.0)(_stats([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]), 3)
+    assert torch.allclose(w, torch.tensor([0.7246, 0.2129, 0.0626]), atol=1e-4)
+    # tau = 2 halves the logits: [1.8448, 1, 0.5421] / 3.3869 = [0.5447, 0.2953, 0.1601].
+    w2 = SoftmaxReturnWeights(tau=2.0)(_stats([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]), 3)
+    assert torch.allclose(w2, torch.tensor([0.5447, 0.2953, 0.1601]), atol=1e-4)
+
+
+def test_return_weights_ignore_the_reward_scale_and_the_temperatures():
+    small = SoftmaxReturnWeights()(_stats([0.1, 5.0, 1.0], [0.0, 1.0, 2.0]), 3)
+    large = SoftmaxReturnWeights()(_stats([1.0, 1.0, 1.0], [-500.0, 0.0, 500.0]), 3)
+    assert torch.allclose(small, large, atol=1e-6)
+
+
+def test_return_weights_count_a_task_without_episodes_as_average_and_equal_returns_as_uniform():
+    # [0, nan, 2] -> nan becomes the mean 1: the same as [0, 1, 2].
+    w = SoftmaxReturnWeights()(_stats([1.0] * 3, [0.0, float("nan"), 2.0]), 3)
+    assert torch.allclose(w, torch.tensor([0.7246, 0.2129, 0.0626]), atol=1e-4)
+    for returns in ([float("nan")] * 3, [4.0] * 3):
+        w = SoftmaxReturnWeights()(_stats([1.0] * 3, returns), 3)
+        assert torch.allclose(w, torch.full((3,), 1 / 3), atol=1e-6)
 
 
 def test_uniform_weights_are_one_over_n_whatever_the_temperatures():
@@ -76,7 +97,7 @@ def test_uniform_weights_are_one_over_n_whatever_the_temperatures():
 @pytest.mark.parametrize("num_tasks", [1, 4, 10])
 def test_every_rule_returns_shape_n_summing_to_one(rule_class, num_tasks):
     alpha = torch.linspace(0.05, 3.0, num_tasks)
-    w = rule_class()({"alpha": alpha}, num_tasks)
+    w = rule_class()({"alpha": alpha, "recent_return": -alpha}, num_tasks)
     assert w.shape == (num_tasks,)
     assert (w >= 0).all()
     assert torch.isclose(w.sum(), torch.tensor(1.0), atol=1e-6)

@@ -1,12 +1,6 @@
-"""Backbones: the single-task RL algorithm of PiCor's policy optimization phase.
-
-A backbone owns the actor and critics, returns its losses (it never calls backward, so a
-method can combine per-task gradients), and gives the correction phase what it needs: a
-snapshot of the policy on some states, the advantage A^{pi_t} and the divergence to pi'_t.
-"""
+"""SAC with one temperature per task: the paper's backbone."""
 from __future__ import annotations
 
-import abc
 import copy
 import math
 
@@ -16,8 +10,9 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torch.distributions import Normal, kl_divergence
-from torchrl.modules import ProbabilisticActor, TanhNormal
+from torchrl.modules import NormalParamExtractor, ProbabilisticActor, TanhNormal
 
+from picor_gin.backbones.base import Backbone, frozen_q, polyak_update, twin_critic_loss
 from picor_gin.networks import Network, OneHotMLP
 
 
@@ -37,54 +32,6 @@ def soft_bellman_target(
     """
     soft_value = next_target_q.min(-1).values - alpha * next_log_prob
     return reward + gamma * (~terminated).to(reward.dtype) * soft_value
-
-
-class Backbone(nn.Module, abc.ABC):
-    """Single-task RL algorithm with per-task inputs, used by PiCor's two phases.
-
-    Attributes:
-        gamma: discount, also used by eq. (10)'s threshold c * (1 - gamma).
-        policy: TorchRL module reading "observation", writing "action" (collection and evaluation).
-    """
-
-    gamma: float
-    policy: TensorDictModule
-
-    @abc.abstractmethod
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per optimizer: "actor", "critic" and, where the backbone has one, "alpha"."""
-
-    @abc.abstractmethod
-    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """Policy optimization losses ("loss_*") on a batch, plus detached diagnostics."""
-
-    @abc.abstractmethod
-    def update_targets(self) -> None:
-        """Moves target networks toward the online ones after an optimization step."""
-
-    @abc.abstractmethod
-    def task_stats(self) -> dict[str, torch.Tensor]:
-        """Per-task statistics of shape [N] a weighting rule may use (SAC: "alpha")."""
-
-    @abc.abstractmethod
-    def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
-        """The current policy's outputs on `observation`, detached, for use after later steps."""
-
-    @abc.abstractmethod
-    def value_baseline(
-        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
-    ) -> torch.Tensor:
-        """E_{a'~pi_t}[Q(s, a'; z)] under the current critic: the baseline of A^{pi_t}."""
-
-    @abc.abstractmethod
-    def correction_terms(
-        self,
-        observation: torch.Tensor,
-        task_id: torch.Tensor,
-        baseline: torch.Tensor,
-        pi_prime: TensorDictBase,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A^{pi_t}(s, a; z) with a ~ pi_phi reparameterised, divergence(pi_phi || pi'_t))."""
 
 
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
@@ -107,6 +54,8 @@ class SAC(Backbone):
             k = 0 is the paper's raw-Q advantage; k = 1 the soft advantage, consistent with the
             soft objective SAC's actor step optimises (DESIGN.md section 1, "Calibration").
     """
+
+    task_stat_names = frozenset({"alpha"})
 
     def __init__(
         self,
@@ -132,7 +81,7 @@ class SAC(Backbone):
         self.target_update_rate = target_update_rate
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.advantage_entropy_coef = advantage_entropy_coef
-        self.actor = network.actor(obs_dim, action_dim, num_tasks)
+        self.actor = nn.Sequential(network.actor(obs_dim, 2 * action_dim, num_tasks), NormalParamExtractor())
         self.critic = network.critic(obs_dim, action_dim, num_tasks)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((num_tasks,), math.log(initial_alpha)))
@@ -153,12 +102,6 @@ class SAC(Backbone):
         loc, scale = self.actor(observation)
         return TanhNormal(loc, scale), loc, scale
 
-    def _frozen_critic_q(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """min_i Q_i(s, a) with the critic's parameters detached: gradient reaches only `action`."""
-        params = {name: p.detach() for name, p in self.critic.named_parameters()}
-        q = torch.func.functional_call(self.critic, params, (observation, action))
-        return q.min(-1).values
-
     def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         observation, action = batch["observation"], batch["action"]
         task_id = batch["task_id"]
@@ -174,12 +117,11 @@ class SAC(Backbone):
                 self.gamma,
             )
         q = self.critic(observation, action)
-        # J_Q of Haarnoja et al. (2018) eq. (5), summed over the twin critics.
-        loss_critic = 0.5 * (q - target.unsqueeze(-1)).square().sum(-1).mean()
+        loss_critic = twin_critic_loss(q, target)
 
         new_action, log_prob = self._distribution(observation)[0].rsample_and_log_prob()
         # J_pi of eq. (7): alpha_z log pi(a|s;z) - min_i Q_i(s,a;z), critic held fixed.
-        loss_actor = (alpha.detach() * log_prob - self._frozen_critic_q(observation, new_action)).mean()
+        loss_actor = (alpha.detach() * log_prob - frozen_q(self.critic, observation, new_action).min(-1).values).mean()
         # J(alpha) of eq. (18), per task: only the sampled tasks' log alpha_z get gradient.
         loss_alpha = -(self.log_alpha[task_id] * (log_prob.detach() + self.target_entropy)).mean()
         return {
@@ -190,13 +132,8 @@ class SAC(Backbone):
             "q": q.detach().mean(),
         }
 
-    @torch.no_grad()
     def update_targets(self) -> None:
-        torch._foreach_lerp_(
-            list(self.target_critic.parameters()),
-            list(self.critic.parameters()),
-            self.target_update_rate,
-        )
+        polyak_update(self.target_critic, self.critic, self.target_update_rate)
 
     def task_stats(self) -> dict[str, torch.Tensor]:
         return {"alpha": self.log_alpha.detach().exp()}
@@ -228,7 +165,7 @@ class SAC(Backbone):
         dist, loc, scale = self._distribution(observation)
         action, log_prob = dist.rsample_and_log_prob()
         alpha = self.log_alpha.detach().exp()[task_id]
-        gain = self._frozen_critic_q(observation, action) - self.advantage_entropy_coef * alpha * log_prob
+        gain = frozen_q(self.critic, observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
         # The KL is exact on the pre-tanh Gaussians (tanh is a bijection, so it is the same KL).
         divergence = kl_divergence(
             Normal(loc, scale), Normal(pi_prime["loc"], pi_prime["scale"])

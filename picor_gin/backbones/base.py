@@ -1,0 +1,97 @@
+"""The backbone interface, and the pieces every actor-critic backbone shares.
+
+A backbone owns the actor and critics, returns its losses (it never calls backward, so a
+method can combine per-task gradients), and gives the correction phase what it needs: a
+snapshot of the policy on some states, the advantage A^{pi_t} and the divergence to pi'_t.
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Single-task RL algorithm with per-task inputs, used by PiCor's two phases.
+
+    Attributes:
+        gamma: discount, also used by eq. (10)'s threshold c * (1 - gamma).
+        policy: TorchRL module reading "observation", writing "action" (collection and evaluation).
+        task_stat_names: the keys of `task_stats()`, so a weighting rule's needs are checked
+            when the experiment is built rather than at the first update.
+    """
+
+    gamma: float
+    policy: TensorDictModuleBase
+    task_stat_names: frozenset[str] = frozenset()
+
+    @abc.abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer: "actor", "critic" and, where the backbone has one, "alpha"."""
+
+    @abc.abstractmethod
+    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Policy optimization losses ("loss_*") on a batch, plus detached diagnostics.
+
+        Called once per update: a backbone with delayed updates counts calls here and leaves
+        out a loss on the updates that skip it (its parameters then get no gradient).
+        """
+
+    @abc.abstractmethod
+    def update_targets(self) -> None:
+        """Moves target networks toward the online ones after an optimization step."""
+
+    def task_stats(self) -> dict[str, torch.Tensor]:
+        """Per-task statistics of shape [N] a weighting rule may use (SAC: "alpha")."""
+        return {}
+
+    @abc.abstractmethod
+    def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
+        """The current policy's outputs on `observation`, detached, for use after later steps.
+
+        Holds at least "action"; a stochastic policy adds "log_prob" (logged as entropy).
+        """
+
+    @abc.abstractmethod
+    def value_baseline(
+        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
+    ) -> torch.Tensor:
+        """E_{a'~pi_t}[Q(s, a'; z)] under the current critic: the baseline of A^{pi_t}."""
+
+    @abc.abstractmethod
+    def correction_terms(
+        self,
+        observation: torch.Tensor,
+        task_id: torch.Tensor,
+        baseline: torch.Tensor,
+        pi_prime: TensorDictBase,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A^{pi_t}(s, a; z) with a from pi_phi, differentiable in phi; divergence(pi_phi || pi'_t))."""
+
+
+def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Both twins' Q(s, a), shape [..., 2], with the critic's parameters detached.
+
+    The actor's and the correction's losses differentiate through `action` only; a functional
+    call keeps the critic out of their graphs without toggling its requires_grad.
+    """
+    params = {name: p.detach() for name, p in critic.named_parameters()}
+    return torch.func.functional_call(critic, params, (observation, action))
+
+
+def twin_critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q of Haarnoja et al. (2018) eq. (5) / Fujimoto et al. (2018), summed over the twins.
+
+    Args:
+        q: both twins' Q(s, a), shape [B, 2]; target: the TD target, shape [B].
+    """
+    return 0.5 * (q - target.unsqueeze(-1)).square().sum(-1).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, rate: float) -> None:
+    """target <- (1 - rate) * target + rate * online, in one fused op per parameter list."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)

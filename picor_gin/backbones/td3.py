@@ -1,0 +1,156 @@
+"""TD3 (Fujimoto et al., 2018): a deterministic backbone for PiCor.
+
+With a deterministic actor mu, the correction's divergence is the KL between the Gaussians
+N(mu_phi(s), sigma^2) and N(mu'_t(s), sigma^2) that the exploration noise sigma makes of the two
+actors: ||mu_phi(s) - mu'_t(s)||^2 / (2 sigma^2), a scaled squared distance. The advantage
+A^{pi_t}(s, a) = min_i Q_i(s, a) - min_i Q_i(s, mu_t(s)) uses the deterministic actor.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gin
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch import nn
+from torchrl.envs.utils import ExplorationType, exploration_type
+
+from picor_gin.backbones.base import Backbone, frozen_q, polyak_update, twin_critic_loss
+from picor_gin.networks import Network, OneHotMLP
+
+
+class GaussianExploration(TensorDictModuleBase):
+    """Adds N(0, sigma^2) noise to "action" and clips to [-1, 1], unless acting deterministically.
+
+    Hand-written rather than torchrl's AdditiveGaussianModule, whose action spec stays on the
+    device it was built on when Lightning moves the policy to a GPU.
+    """
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.in_keys = self.out_keys = ["action"]
+        self.sigma = sigma
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if exploration_type() is not ExplorationType.DETERMINISTIC:
+            action = tensordict["action"]
+            tensordict["action"] = (action + self.sigma * torch.randn_like(action)).clamp(-1, 1)
+        return tensordict
+
+
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
+class TD3(Backbone):
+    """Twin delayed DDPG: twin critics, target policy smoothing, delayed actor and target updates.
+
+    Defaults are Fujimoto et al. (2018); actions lie in [-1, 1] (every task set here).
+
+    Args:
+        obs_dim, action_dim, num_tasks: supplied by the framework from the task set.
+        network: builder of the actor torso and twin critic.
+        gamma: discount.
+        target_update_rate: share of the online networks mixed into the targets per delayed update.
+        exploration_noise: sigma of the Gaussian noise when collecting; also the shared standard
+            deviation of the correction's divergence.
+        policy_noise, noise_clip: target policy smoothing noise and its clip.
+        policy_delay: critic updates per actor and target update.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        network: Network | None = None,
+        gamma: float = 0.99,
+        target_update_rate: float = 0.005,
+        exploration_noise: float = 0.1,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        policy_delay: int = 2,
+    ):
+        super().__init__()
+        if not 0 < gamma < 1:
+            raise ValueError(f"TD3.gamma must lie in (0, 1), got {gamma}")
+        if not 0 < target_update_rate <= 1:
+            raise ValueError(f"TD3.target_update_rate must lie in (0, 1], got {target_update_rate}")
+        if not exploration_noise > 0:
+            raise ValueError(f"TD3.exploration_noise must be > 0, got {exploration_noise}")
+        if policy_noise < 0 or noise_clip < 0:
+            raise ValueError(f"TD3.policy_noise and noise_clip must be >= 0, got {policy_noise}, {noise_clip}")
+        if policy_delay < 1:
+            raise ValueError(f"TD3.policy_delay must be >= 1, got {policy_delay}")
+        network = network or OneHotMLP()
+        self.gamma = gamma
+        self.target_update_rate = target_update_rate
+        self.exploration_noise = exploration_noise
+        self.policy_noise = policy_noise
+        self.noise_clip = noise_clip
+        self.policy_delay = policy_delay
+        self.critic_updates = 0
+        self.actor = nn.Sequential(network.actor(obs_dim, action_dim, num_tasks), nn.Tanh())
+        self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = network.critic(obs_dim, action_dim, num_tasks)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.policy = TensorDictSequential(
+            TensorDictModule(self.actor, in_keys=["observation"], out_keys=["action"]),
+            GaussianExploration(exploration_noise),
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"actor": list(self.actor.parameters()), "critic": list(self.critic.parameters())}
+
+    def _actor_update_due(self) -> bool:
+        return self.critic_updates % self.policy_delay == 0
+
+    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        observation, next_observation = batch["observation"], batch["next", "observation"]
+        with torch.no_grad():
+            next_action = self.target_actor(next_observation)
+            smoothing = (torch.randn_like(next_action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
+            next_action = (next_action + smoothing).clamp(-1, 1)
+            next_q = self.target_critic(next_observation, next_action).min(-1).values
+            not_terminated = (~batch["next", "terminated"].squeeze(-1)).to(next_q.dtype)
+            target = batch["next", "reward"].squeeze(-1) + self.gamma * not_terminated * next_q
+        q = self.critic(observation, batch["action"])
+        self.critic_updates += 1
+        losses = {"loss_critic": twin_critic_loss(q, target), "q": q.detach().mean()}
+        if self._actor_update_due():
+            # Fujimoto et al.: the actor ascends the first twin, with the critic held fixed.
+            losses["loss_actor"] = -frozen_q(self.critic, observation, self.actor(observation))[..., 0].mean()
+        return losses
+
+    def update_targets(self) -> None:
+        if self._actor_update_due():
+            polyak_update(self.target_critic, self.critic, self.target_update_rate)
+            polyak_update(self.target_actor, self.actor, self.target_update_rate)
+
+    @torch.no_grad()
+    def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
+        return TensorDict({"action": self.actor(observation)}, batch_size=observation.shape[:-1])
+
+    @torch.no_grad()
+    def value_baseline(
+        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
+    ) -> torch.Tensor:
+        return self.critic(observation, pi_t["action"]).min(-1).values
+
+    def correction_terms(
+        self,
+        observation: torch.Tensor,
+        task_id: torch.Tensor,
+        baseline: torch.Tensor,
+        pi_prime: TensorDictBase,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        action = self.actor(observation)
+        gain = frozen_q(self.critic, observation, action).min(-1).values
+        divergence = (action - pi_prime["action"]).square().sum(-1) / (2 * self.exploration_noise**2)
+        return gain - baseline, divergence
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The update counter, so a resumed run keeps the actor's delay phase."""
+        return {"critic_updates": self.critic_updates}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.critic_updates = state["critic_updates"]
