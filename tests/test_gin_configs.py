@@ -41,3 +41,24 @@ def test_tiny_mtsac_is_tiny_picor_with_ada_x_and_cor_x(tmp_path):
     assert isinstance(picor.weighting, SoftmaxAlphaWeights) and picor.correction_steps > 0
     assert isinstance(mtsac.weighting, UniformWeights) and mtsac.correction_steps == 0
     assert type(mtsac.backbone) is type(picor.backbone)
+
+
+ABLATION_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs" / "ablation").glob("*.gin"))
+
+
+def test_the_ablation_grid_covers_ada_x_cor_on_every_benchmark():
+    assert {p.stem for p in ABLATION_FILES} == {
+        f"{bench}_ada{ada}_cor{cor}" for bench in ("tiny", "mt10", "halfcheetah") for ada in "OX" for cor in "OX"
+    }
+
+
+@pytest.mark.parametrize("gin_file", ABLATION_FILES, ids=str)
+def test_each_ablation_cell_binds_its_weighting_and_constraint(gin_file):
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings([str(REPO / gin_file)], [], skip_unknown=False)
+    ada, cor = gin_file.stem.split("_")[-2:]
+    weighting = gin.query_parameter("PiCor.weighting").selector
+    constraint = gin.query_parameter("PiCor.constraint").selector
+    assert weighting == ("SoftmaxAlphaWeights" if ada == "adaO" else "UniformWeights")
+    assert constraint == ("QuadraticPenalty" if cor == "corO" else "NoCorrection")
+    assert gin.query_parameter("Experiment.name") == gin_file.stem

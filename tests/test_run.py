@@ -82,6 +82,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=SAC.gamma = 1.0"], "gamma must lie in (0, 1)"),
         (["--gin_bindings=PiCor.lam = "], "Unable to parse"),
         (["--gin_bindings=MetaWorldMT10.tasks = ['reach-v3', 'pusj-v3']"], "valid tasks: reach-v3"),
+        (["--gin_bindings=PiCor.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message):
