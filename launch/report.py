@@ -1,0 +1,52 @@
+"""Tables final performance over seeds: python launch/report.py RUN_OR_ROOT... [--metric M] [--out [FILE]]
+
+Every folder holding summary.json at or below the given paths is a finished run; runs sharing an
+`Experiment.name` form one row: number of seeds, the final metric's mean ± std over seeds, and its
+interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rliable).
+
+    python launch/report.py runs/sweep1                  # prints the markdown table
+    python launch/report.py runs/sweep1 --out            # ... and writes it to ./report.md
+    python launch/report.py runs/a runs/b --metric mean_return --out results/table.md
+
+--metric defaults to the first of mean_success, mean_score, mean_return that every run reports.
+--reps and --seed fix the bootstrap, so the same runs always give the same table.
+Exit status: 0 done; 2 nothing to report (no run found, or the metric is null), one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from picor_gin.report import METRICS, ReportError, build_report  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT")
+    parser.add_argument("--metric", choices=METRICS, default=None, help="default: first of these every run reports")
+    parser.add_argument("--out", type=Path, nargs="?", const=Path("report.md"), default=None,
+                        help="also write the table to FILE (report.md when FILE is left out)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1, got {args.reps}")
+    try:
+        table, _ = build_report(args.paths, args.metric, args.reps, args.seed)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Final performance over seeds from run folders' summary.json: mean ± std and the interquartile
+mean (IQM) with a stratified-bootstrap confidence interval from rliable (Agarwal et al., 2021),
+which stays honest with the handful of seeds an RL sweep affords."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from rliable import library as rly
+from rliable import metrics as rly_metrics
+
+from picor_gin.plots import experiment_name
+
+METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
+CONFIDENCE = 0.95
+
+
+class ReportError(ValueError):
+    """Nothing to report (no run folder, or a metric the runs lack): one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One experiment's final metric over its seeds."""
+
+    experiment: str
+    seeds: int
+    mean: float
+    std: float
+    iqm: float
+    ci_low: float
+    ci_high: float
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Finished run folders (those holding summary.json) at or below `paths`, sorted."""
+    found = set()
+    for path in paths:
+        if not path.exists():
+            raise ReportError(f"no such file or folder: {path}")
+        found.update(summary.parent for summary in path.rglob("summary.json"))
+    return sorted(found)
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def choose_metric(summaries: dict[Path, dict], metric: str | None) -> str:
+    """`metric`, or the first of METRICS that every run reports, so all rows compare like with like."""
+    candidates = METRICS if metric is None else (metric,)
+    for candidate in candidates:
+        missing = [run_dir for run_dir, summary in summaries.items() if summary.get(candidate) is None]
+        if not missing:
+            return candidate
+    if metric is None:
+        raise ReportError(f"none of {', '.join(METRICS)} is reported by every run")
+    raise ReportError(f"{metric} is null in {len(missing)} of {len(summaries)} runs, e.g. {missing[0]}")
+
+
+def iqm_interval(finals: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """IQM over runs and its percentile-bootstrap CI (rliable), reseeded per call so every row is
+    reproducible whichever other experiments share the report."""
+    scores = {"runs": finals.reshape(-1, 1)}  # rliable's (runs x tasks) layout, one aggregate task
+    # rliable 1.2's StratifiedBootstrap resamples with NumPy's global generator, ignoring its
+    # random_state argument: seed that generator, and give the caller's state back afterwards.
+    caller_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        points, intervals = rly.get_interval_estimates(
+            scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=reps, confidence_interval_size=CONFIDENCE
+        )
+    finally:
+        np.random.set_state(caller_state)
+    return float(points["runs"][0]), float(intervals["runs"][0, 0]), float(intervals["runs"][1, 0])
+
+
+def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> list[Row]:
+    """One row per `Experiment.name`, sorted by name; std is over seeds (ddof=0, as the plots' bands)."""
+    groups = collections.defaultdict(list)
+    for run_dir, summary in summaries.items():
+        groups[experiment_name(run_dir)].append(summary[metric])
+    rows = []
+    for name, values in sorted(groups.items()):
+        finals = np.asarray(values, dtype=float)
+        rows.append(Row(name, len(finals), float(finals.mean()), float(finals.std()), *iqm_interval(finals, reps, seed)))
+    return rows
+
+
+def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
+    """The table with a caption naming the metric and how the interval was drawn."""
+    lines = [
+        f"Final `{metric}` over seeds; IQM with {CONFIDENCE:.0%} percentile-bootstrap CI "
+        f"(rliable, {reps} reps, seed {seed}).",
+        "",
+        f"| experiment | seeds | {metric} (mean ± std) | IQM [{CONFIDENCE:.0%} CI] |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.experiment} | {row.seeds} | {row.mean:.3f} ± {row.std:.3f} "
+            f"| {row.iqm:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build_report(paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0) -> tuple[str, list[Row]]:
+    """Finds the runs below `paths` and returns (markdown, rows); raises ReportError if there is nothing to report."""
+    paths = list(paths)
+    run_dirs = find_runs(paths)
+    if not run_dirs:
+        raise ReportError(f"no run folder (with summary.json) below {', '.join(map(str, paths))}")
+    summaries = {run_dir: read_summary(run_dir) for run_dir in run_dirs}
+    metric = choose_metric(summaries, metric)
+    rows = report_rows(summaries, metric, reps, seed)
+    return markdown(rows, metric, reps, seed), rows

@@ -1,0 +1,179 @@
+"""launch/sweep.py runs gin files x seeds into resumable run folders; launch/report.py tables
+their final metric over seeds (mean ± std, rliable IQM with a bootstrap CI)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from picor_gin.report import ReportError, build_report
+from tests.conftest import REPO
+
+
+def _load_launch_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = _load_launch_script("sweep")
+report = _load_launch_script("report")
+
+SCORES = {  # final mean_score per seed
+    "tiny_mtsac": [0.1, 0.4, 0.5, 0.9],  # IQM: mean of the middle two = 0.45
+    "tiny_picor": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 5.0],  # IQM: mean of the middle four = 0.35
+}
+
+
+def _fake_run(run_dir, name: str, seed: int, score: float, finished: bool = True) -> None:
+    """A run folder as launch/run.py writes it: config.gin, eval.jsonl, summary.json (if finished)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n")
+    rows = []
+    for step, value in ((1_000, score / 2), (2_000, score)):
+        tasks = {t: {"return": 10 * value, "success": None, "score": value} for t in ("goal0", "goal1")}
+        rows.append({"env_steps": step, "tasks": tasks, "mean_return": 10 * value, "mean_success": None,
+                     "mean_score": value})
+    (run_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:
+        totals = {"wall_time_s": 12.5, "total_env_steps": 2_000, "updates": 1_000,
+                  "env_steps_per_second": 160.0, "updates_per_second": 80.0}
+        (run_dir / "summary.json").write_text(json.dumps({**rows[-1], **totals}, indent=2) + "\n")
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    """Two experiments' seeds, plus a crashed run (no summary.json) that the report must ignore."""
+    root = tmp_path / "sweep"
+    for name, scores in SCORES.items():
+        for seed, score in enumerate(scores):
+            _fake_run(root / name / f"seed{seed}", name, seed, score)
+    _fake_run(root / "tiny_picor" / "seed99", "tiny_picor", 99, 100.0, finished=False)
+    return root
+
+
+def test_report_gives_mean_std_and_iqm_per_experiment(runs_root):
+    table, rows = build_report([runs_root], reps=500)
+    assert table.startswith("Final `mean_score` over seeds")  # mean_success is null: the score is next
+    assert [row.experiment for row in rows] == ["tiny_mtsac", "tiny_picor"]
+    for row, (name, scores) in zip(rows, SCORES.items()):
+        assert row.seeds == len(scores)
+        assert row.mean == pytest.approx(statistics.fmean(scores))
+        assert row.std == pytest.approx(statistics.pstdev(scores))
+        assert row.ci_low <= row.iqm <= row.ci_high
+        assert min(scores) <= row.ci_low < row.ci_high <= max(scores)
+    assert rows[0].mean == pytest.approx(0.475) and rows[0].iqm == pytest.approx(0.45)
+    assert rows[1].mean == pytest.approx(0.8875) and rows[1].iqm == pytest.approx(0.35)  # the outlier 5.0 is trimmed
+
+
+def test_report_is_reproducible_counts_a_run_once_and_leaves_numpy_seeding_alone(runs_root):
+    np.random.seed(1)
+    first = build_report([runs_root], reps=300, seed=7)
+    after_report = np.random.rand()
+    again = build_report([runs_root, runs_root / "tiny_mtsac" / "seed0"], reps=300, seed=7)
+    assert first == again
+    np.random.seed(1)
+    assert after_report == np.random.rand()
+
+
+def test_report_metric_choice_and_errors(runs_root, tmp_path):
+    _, rows = build_report([runs_root], metric="mean_return", reps=100)
+    assert rows[0].mean == pytest.approx(4.75)
+    with pytest.raises(ReportError, match="mean_success is null in 12 of 12 runs"):
+        build_report([runs_root], metric="mean_success")
+    with pytest.raises(ReportError, match="no run folder"):
+        build_report([tmp_path / "sweep" / "tiny_picor" / "seed99"])
+
+
+def test_report_cli_writes_markdown_with_one_row_per_experiment(runs_root, tmp_path, capsys):
+    out = tmp_path / "tables" / "report.md"
+    result = subprocess.run([sys.executable, str(REPO / "launch" / "report.py"), str(runs_root), "--out", str(out),
+                             "--reps", "200"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[2] == "| experiment | seeds | mean_score (mean ± std) | IQM [95% CI] |"
+    assert [line.split(" | ")[:2] for line in lines[4:]] == [["| tiny_mtsac", "4"], ["| tiny_picor", "8"]]
+    assert lines[4].startswith("| tiny_mtsac | 4 | 0.475 ± 0.286 | 0.450 [")
+    assert out.read_text() in result.stdout
+
+    assert report.main([str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err == f"error: no such file or folder: {tmp_path / 'nothing'}\n"
+
+
+def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
+    root = tmp_path / "sweep"
+    _fake_run(root / "tiny_picor" / "seed1", "tiny_picor", 1, 0.5)  # finished
+    (root / "tiny_mtsac" / "seed0").mkdir(parents=True)  # started, crashed before its summary
+    jobs = sweep.plan(["gin_configs/tiny_picor.gin", "gin_configs/tiny_mtsac.gin"], [0, 1], root, ["A.b = 1"])
+    assert [(job.name, job.resume) for job in jobs] == [
+        ("tiny_picor/seed0", False), ("tiny_picor/seed1", False), ("tiny_mtsac/seed0", True), ("tiny_mtsac/seed1", False),
+    ]
+    run_py = str(REPO / "launch" / "run.py")
+    assert jobs[0].command == [sys.executable, run_py, "--gin_file=gin_configs/tiny_picor.gin", "--gin_bindings=A.b = 1",
+                               "--gin_bindings=Experiment.seed = 0", f"--run_dir={root / 'tiny_picor' / 'seed0'}"]
+    assert jobs[1].command is None
+    assert jobs[2].command == [sys.executable, run_py, f"--resume={root / 'tiny_mtsac' / 'seed0'}"]
+    assert jobs[3].command[-2:] == ["--gin_bindings=Experiment.seed = 1", f"--run_dir={root / 'tiny_mtsac' / 'seed1'}"]
+    assert jobs[0].log == root / "tiny_picor" / "seed0.log"
+
+
+def test_sweep_flags_take_several_values_and_repeat():
+    args = sweep.parse_args(["--gin_files", "a.gin", "--seeds", "0", "1", "--root", "r",
+                             "--gin_bindings", "A.b = 1", "C.d = 2", "--gin_bindings", "E.f = 3", "--seeds", "2"])
+    assert args.seeds == [0, 1, 2] and args.gin_bindings == ["A.b = 1", "C.d = 2", "E.f = 3"] and args.parallel == 1
+
+
+def test_sweep_runs_in_parallel_logs_output_and_lists_failures(tmp_path, capsys):
+    def job(name: str, code: int):
+        command = [sys.executable, "-c", f"import sys; print('noisy {name}'); sys.exit({code})"]
+        return sweep.Job(name, tmp_path / name / "seed0", command, resume=False)
+
+    jobs = [job("ok", 0), job("broken", 3), sweep.Job("done", tmp_path / "done" / "seed0", None, resume=False)]
+    failed = sweep.sweep(jobs, parallel=2)
+    assert [(j.name, code) for j, code in failed] == [("broken", 3)]
+    assert (tmp_path / "ok" / "seed0.log").read_text().splitlines() == [f"$ {shlex.join(jobs[0].command)}", "noisy ok"]
+    printed = capsys.readouterr().out
+    assert "noisy" not in printed
+    assert "skip   done" in printed and "FAILED broken: exit 3 in" in printed and "done   ok: exit 0 in" in printed
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--gin_files", "gin_configs/missing.gin"], "gin file not found"),
+    (["--gin_files", "gin_configs/mt10_picor.gin", "gin_configs/smoke/mt10_picor.gin"], "share a name"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--parallel", "0"], "--parallel must be >= 1"),
+])
+def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
+    assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_real_tiny_sweep_then_relaunch_skips_then_report(tmp_path):
+    """Two ~15 s runs (warm-up plus 10 updates), sequentially."""
+    root = tmp_path / "sweep"
+    command = [sys.executable, str(REPO / "launch" / "sweep.py"), "--gin_files", "gin_configs/tiny_mtsac.gin",
+               "--seeds", "0", "1", "--root", str(root), "--parallel", "1",
+               "--gin_bindings", "Experiment.total_env_steps = 1010"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(result.stdout.splitlines()) == 4  # a start and an end line per run, no progress bars
+    for seed in (0, 1):
+        run_dir = root / "tiny_mtsac" / f"seed{seed}"
+        assert f"Experiment.seed = {seed}\n" in (run_dir / "config.gin").read_text()
+        assert json.loads((run_dir / "summary.json").read_text())["total_env_steps"] == 1010
+        assert "run folder:" in (root / "tiny_mtsac" / f"seed{seed}.log").read_text()
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.splitlines() == [
+        "skip   tiny_mtsac/seed0: finished (summary.json)", "skip   tiny_mtsac/seed1: finished (summary.json)",
+    ]
+    _, rows = build_report([root], reps=100)
+    assert [(row.experiment, row.seeds) for row in rows] == [("tiny_mtsac", 2)]
