@@ -129,8 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume_from is None:
             built = experiment.build(run_dir)
         else:
-            checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False)
-            built = experiment.build(run_dir, resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"])
+            # Memory-mapped: only the parameters' shapes and two counters are read here.
+            checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)
+            built = experiment.build(
+                run_dir,
+                resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"],
+                completed_epochs=checkpoint["epoch"],
+            )
             _check_compatible(checkpoint, resume_from, built.module)
             del checkpoint
     except BadInput as error:

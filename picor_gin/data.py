@@ -83,6 +83,9 @@ class ReplayStream(IterableDataset):
 class MultiTaskData(L.LightningDataModule):
     """Owns the envs' collectors, the per-task replay buffers B_z and the task sampler.
 
+    Under DDP every process owns its envs and buffers, seeded with seed + rank, and runs the same
+    iterations; `env_steps` and `total_env_steps` are global (summed over processes).
+
     Args:
         task_set, policy, seed, total_env_steps: supplied by the Experiment.
         sampler: factory of the task sampler, called with (num_tasks=, seed=).
@@ -133,11 +136,24 @@ class MultiTaskData(L.LightningDataModule):
             )
             for _ in task_set.names
         ]
-        self.env_steps = 0
+        self.local_env_steps = 0
+        self.rank, self.world_size = 0, 1
         self.iterations = 0
         self.task_env_steps = [0] * task_set.num_tasks
         self.recent_returns = [collections.deque(maxlen=10) for _ in task_set.names]
         self._collectors: list[Iterator[TensorDictBase]] | None = None
+
+    def setup(self, stage: str) -> None:
+        """Learns this process's rank once Lightning has started the processes."""
+        self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        # Exploration noise and replay sampling differ per process; the actor itself is
+        # broadcast from rank 0 by DDP.
+        torch.manual_seed(self.seed + self.rank)
+
+    @property
+    def env_steps(self) -> int:
+        """Global env steps: every process steps the same number of envs per iteration."""
+        return self.local_env_steps * self.world_size
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ReplayStream(self), batch_size=None, collate_fn=_keep_as_is)
@@ -148,7 +164,7 @@ class MultiTaskData(L.LightningDataModule):
         collectors = []
         for task_id in range(self.task_set.num_tasks):
             env = self.task_set.make_env(
-                task_id, self.envs_per_task, seed=self.seed * 1_000 + task_id
+                task_id, self.envs_per_task, seed=(self.seed + self.rank) * 1_000 + task_id
             )
             collector = Collector(
                 env,
@@ -176,7 +192,7 @@ class MultiTaskData(L.LightningDataModule):
             self.recent_returns[task_id].extend(
                 rollout["next", "episode_reward"][done].flatten().tolist()
             )
-        self.env_steps += rollout.numel()
+        self.local_env_steps += rollout.numel()
         self.task_env_steps[task_id] += rollout.numel()
 
     def warm_up(self) -> None:
@@ -200,8 +216,8 @@ class MultiTaskData(L.LightningDataModule):
 
     def total_iterations(self) -> int:
         """Iterations of the whole run after warm-up; Lightning counts a resumed run's done ones."""
-        warmup = self.warmup_env_steps_per_task * self.task_set.num_tasks
-        per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration
+        warmup = self.warmup_env_steps_per_task * self.task_set.num_tasks * self.world_size
+        per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration * self.world_size
         return max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
 
     def mean_recent_return(self) -> float | None:
@@ -209,6 +225,7 @@ class MultiTaskData(L.LightningDataModule):
         return sum(returns) / len(returns) if returns else None
 
     def state_dict(self) -> dict[str, Any]:
+        """Rank 0's buffers and counters; env_steps is global, so any process count can resume."""
         return {
             "env_steps": self.env_steps,
             "iterations": self.iterations,
@@ -218,7 +235,7 @@ class MultiTaskData(L.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.env_steps = state["env_steps"]
+        self.local_env_steps = state["env_steps"] // self.world_size
         self.iterations = state["iterations"]
         self.task_env_steps = list(state["task_env_steps"])
         self.sampler.load_state_dict(state["sampler"])

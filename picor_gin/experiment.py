@@ -78,12 +78,14 @@ class Experiment:
     def default_run_dir(self) -> Path:
         return Path("runs") / self.name / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{self.seed}"
 
-    def build(self, run_dir: Path, resumed_env_steps: int | None = None) -> Run:
+    def build(self, run_dir: Path, resumed_env_steps: int | None = None, completed_epochs: int = 0) -> Run:
         """Builds every component (raising ValueError on bad settings) without touching disk.
 
         Args:
             resumed_env_steps: env steps of the checkpoint a resumed run starts from; TensorBoard
                 hides what the interrupted run logged after it, so no step appears twice.
+            completed_epochs: Lightning epochs the checkpoint had finished: 1 when it is the end
+                of a run, which a larger `total_env_steps` then extends by one more epoch.
         """
         purge = {} if resumed_env_steps is None else {"purge_step": resumed_env_steps + 1}
         L.seed_everything(self.seed, verbose=False)
@@ -114,7 +116,7 @@ class Experiment:
         checkpoint = EnvStepCheckpoint(run_dir / "checkpoints", self.checkpoint_every_env_steps)
         monitor = ThroughputMonitor(self.log_every_updates)
         trainer = externals.Trainer(
-            max_epochs=1,
+            max_epochs=completed_epochs + 1,  # the whole run is one epoch of the replay stream
             logger=TensorBoardLogger(
                 save_dir=str(run_dir), name="", version="", default_hp_metric=False, **purge
             ),
@@ -131,6 +133,8 @@ class Experiment:
         built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
         summary = {**(built.evaluation.last_row or {}), **built.monitor.totals(built.trainer)}
+        if built.trainer.world_size > 1:
+            summary["process_parameter_checksums"] = built.module.process_checksums
         if built.trainer.is_global_zero:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary

@@ -47,6 +47,9 @@ class PiCor(L.LightningModule):
         actor_optimizer, critic_optimizer, alpha_optimizer, correction_optimizer: optimizer
             factories (gin: `@actor/Adam` etc.); the correction optimizer acts on the actor with
             its own state.
+        compile_mode: None runs the update eagerly; a torch.compile mode ("default",
+            "reduce-overhead" for CUDA graphs, "max-autotune") compiles the backbone's losses and
+            the correction loss (the optimizer steps stay eager).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class PiCor(L.LightningModule):
         critic_optimizer: OptimizerFactory = _adam,
         alpha_optimizer: OptimizerFactory = _adam,
         correction_optimizer: OptimizerFactory = _adam,
+        compile_mode: str | None = None,
         log_every_updates: int = 100,
     ):
         super().__init__()
@@ -93,7 +97,15 @@ class PiCor(L.LightningModule):
             "correction": correction_optimizer,
         }
         self.log_every_updates = log_every_updates
+        self._losses, self._correction_loss = self.backbone.losses, correction_loss
+        if compile_mode is not None:
+            modes = torch._inductor.list_mode_options()
+            if compile_mode not in modes:
+                raise ValueError(f"PiCor.compile_mode must be None or one of {sorted(modes)}, got {compile_mode!r}")
+            self._losses = torch.compile(self._losses, mode=compile_mode)
+            self._correction_loss = torch.compile(self._correction_loss, mode=compile_mode)
         self.updates = 0
+        self.process_checksums: list[float] = []
         # Share of updates whose correction constraint was active, accumulated on the device.
         self.register_buffer("_active_updates", torch.zeros(()), persistent=False)
 
@@ -117,7 +129,7 @@ class PiCor(L.LightningModule):
             pi_t = self.backbone.policy_snapshot(states["observation"])
 
         # 1. Policy optimization phase, on the sampled task's batch only.
-        losses = self.backbone.losses(batch.task)
+        losses = self._losses(batch.task)
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
         # The loss terms touch disjoint parameters, so one backward of their sum is exact.
@@ -142,7 +154,7 @@ class PiCor(L.LightningModule):
             pi_prime = self.backbone.policy_snapshot(states["observation"])
             baseline = self.backbone.value_baseline(states["observation"], states["task_id"], pi_t)
             for _ in range(self.correction_steps):
-                correction = correction_loss(
+                correction = self._correction_loss(
                     self.backbone, self.constraint, states, baseline, pi_prime, weights
                 )
                 correction_optimizer.zero_grad()
@@ -190,6 +202,17 @@ class PiCor(L.LightningModule):
                 )
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=batch.env_steps)
+
+    def on_train_end(self) -> None:
+        """Checks that every process ends with the same parameters: DDP must have averaged the
+        gradients of both phases (the correction's backward included) on every update."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.parameters()]).sum()
+        self.process_checksums = self.all_gather(checksum).flatten().tolist()
+        if len(set(self.process_checksums)) > 1:
+            raise RuntimeError(
+                f"processes ended with different parameters (checksums {self.process_checksums}); "
+                "under DDP use Trainer.strategy = 'ddp_find_unused_parameters_true'"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["updates"] = self.updates

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import types
+
 import torch
 
 from picor_gin.backbones import SAC
@@ -94,3 +96,21 @@ def test_collectors_act_with_the_current_actor_not_a_copy():
     data.collect(0)
     action = data.buffers[0].storage[4]["action"]
     assert torch.allclose(action, torch.tensor([1.0, -1.0]), atol=1e-3), action
+
+
+def _warmed_up_as(rank: int, world_size: int) -> MultiTaskData:
+    """What setup() sees in process `rank` of a DDP run, then the warm-up."""
+    data = _data()
+    data.trainer = types.SimpleNamespace(global_rank=rank, world_size=world_size)
+    data.setup("fit")
+    data.warm_up()
+    return data
+
+
+def test_each_ddp_process_collects_its_own_data_and_steps_count_globally():
+    rank0, again, rank1 = _warmed_up_as(0, 2), _warmed_up_as(0, 2), _warmed_up_as(1, 2)
+    assert rank0.env_steps == rank1.env_steps == 2 * 160  # global: both processes' steps
+    assert rank0.total_iterations() == (400 - 2 * 160) // 2
+    observations = [d.buffers[0].storage[:40]["next", "observation"] for d in (rank0, again, rank1)]
+    assert torch.equal(observations[0], observations[1])  # a process's data is reproducible
+    assert not torch.equal(observations[0], observations[2])  # and differs across processes
