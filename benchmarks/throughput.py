@@ -1,10 +1,23 @@
 """Throughput of picor-gin on this machine: collection, updates, and both together.
 
-    python benchmarks/throughput.py [--configs tiny_picor tiny_mtsac] [--updates 300]
+    python benchmarks/throughput.py [--configs tiny_picor tiny_mtsac] [--updates 300] [--rounds 3]
 
 For each gin config it prints env steps per second of collection alone (the current policy
 acting), updates per second of `training_step` alone (Lightning's manual optimization, batches
-already sampled), and iterations per second of the whole loop (collect, sample, update).
+already sampled), updates per second of the plain-torch SAC loop of benchmarks/plain_sac.py with
+the config's observation and action sizes, task count, hidden sizes and batch size, their ratio,
+and iterations per second of the whole loop (collect, sample, update).
+
+The ratio is the framework's overhead only where the framework's update is plain SAC's: the SAC
+backbone without the correction phase (`PiCor.correction_steps = 0`, the MTSAC configs); the
+issue asks for at least 0.8 there. Elsewhere the framework does other or more work, and the ratio
+is marked `*`.
+
+Both sides run in one process, so they share torch's thread count (`--threads`), and they
+alternate: plain, framework, plain, framework, ... for `--rounds` rounds of `--updates` timed
+updates each. Load from other processes only ever slows a round down, so each side's figure is
+its fastest round (as `timeit` does), and alternation gives both sides the same chance of a
+quiet round.
 """
 from __future__ import annotations
 
@@ -13,16 +26,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gin
 import lightning as L
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import picor_gin  # noqa: E402,F401
+from benchmarks import plain_sac  # noqa: E402
+from picor_gin.backbones import SAC  # noqa: E402
+from picor_gin.data import Batch  # noqa: E402
 from picor_gin.experiment import Experiment  # noqa: E402
+from picor_gin.module import PiCor  # noqa: E402
+
+RATIO = "training_step / plain"
 
 
 class _Timer(L.Callback):
@@ -44,10 +65,54 @@ class _Timer(L.Callback):
         return (self.count - self.skip) / self.seconds
 
 
-def measure(config: str, updates: int) -> dict[str, float]:
+def _trainer(*callbacks: L.Callback) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
+    )
+
+
+def _framework_rate(module: PiCor, batches: list[Batch], warmup: int) -> float:
+    """Updates per second of `training_step` on `batches`, the first `warmup` not timed."""
+    timer = _Timer(skip=warmup)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
+    _trainer(timer).fit(module, train_dataloaders=loader)
+    return timer.per_second
+
+
+def plain_sizes(module: PiCor, batch: Batch) -> dict[str, Any]:
+    """The arguments of `plain_sac.updates_per_second` that give it the framework's shapes."""
+    widths = [m.out_features for m in module.backbone.actor.modules() if isinstance(m, nn.Linear)]
+    return {
+        "obs_dim": batch.task["observation"].shape[-1],
+        "action_dim": batch.task["action"].shape[-1],
+        "num_tasks": module.num_tasks,
+        "hidden_sizes": widths[:-1],
+        "batch_size": batch.task.shape[0],
+    }
+
+
+def side_by_side(module: PiCor, batches: list[Batch], rounds: int, warmup: int) -> tuple[float, float]:
+    """(framework, plain) updates per second, each the fastest of `rounds` alternating rounds."""
+    sizes = plain_sizes(module, batches[0])
+    updates = len(batches) - warmup
+    threads = torch.get_num_threads()
+    framework, plain = [], []
+    for _ in range(rounds):
+        plain.append(plain_sac.updates_per_second(**sizes, updates=updates, warmup=warmup))
+        framework.append(_framework_rate(module, batches, warmup))
+        if torch.get_num_threads() != threads:
+            raise RuntimeError(f"torch threads changed from {threads} to {torch.get_num_threads()}")
+    return max(framework), max(plain)
+
+
+def measure(
+    config: str, bindings: list[str], updates: int, rounds: int, warmup: int
+) -> tuple[dict[str, float], bool]:
+    """The figures of one config, and whether its ratio is like for like (SAC, no correction)."""
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings([f"gin_configs/{config}.gin"], [], skip_unknown=False)
+    gin.parse_config_files_and_bindings([f"gin_configs/{config}.gin"], bindings, skip_unknown=False)
     experiment = Experiment()
     with tempfile.TemporaryDirectory() as tmp:
         built = experiment.build(Path(tmp))
@@ -60,41 +125,62 @@ def measure(config: str, updates: int) -> dict[str, float]:
         data.collect(iteration % data.task_set.num_tasks)
     collect_rate = (data.env_steps - steps_before) / (time.perf_counter() - started)
 
-    batches = [data.sample(data.sampler.tasks(i)) for i in range(updates)]
-    timer = _Timer()
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-    )
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    batches = [data.sample(data.sampler.tasks(i)) for i in range(warmup + updates)]
+    framework, plain = side_by_side(module, batches, rounds, warmup)
 
     # The whole loop: collection, sampling and the update, through the real stream.
     data.total_env_steps = data.env_steps + updates * data.envs_per_task
-    loop_timer = _Timer()
-    loop = L.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[loop_timer],
-    )
     started = time.perf_counter()
-    loop.fit(module, datamodule=data)
+    _trainer().fit(module, datamodule=data)
     loop_rate = updates / (time.perf_counter() - started)
-    return {"env_steps/s (collect)": collect_rate, "updates/s (training_step)": timer.per_second,
-            "iterations/s (whole loop)": loop_rate}
+    figures = {
+        "env_steps/s (collect)": collect_rate,
+        "updates/s (training_step)": framework,
+        "updates/s (plain SAC)": plain,
+        RATIO: framework / plain,
+        "iterations/s (whole loop)": loop_rate,
+    }
+    return figures, isinstance(module.backbone, SAC) and module.correction_steps == 0
+
+
+def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
+    """Markdown table of `measure`'s figures; a ratio that is not like for like gets a `*`."""
+    columns = list(next(iter(rows.values()))[0])
+    lines = ["| config | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for config, (figures, like_for_like) in rows.items():
+        cells = [f"{figures[c]:.2f}" if c == RATIO else f"{figures[c]:.1f}" for c in columns]
+        if not like_for_like:
+            cells[columns.index(RATIO)] += "*"
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    if not all(like_for_like for _, like_for_like in rows.values()):
+        lines.append(
+            "\n* not like for like: the framework's update runs the correction phase "
+            "(PiCor.correction_steps > 0) or a backbone other than SAC, so this ratio is not "
+            "its overhead; the 0.8 target is for MTSAC configs."
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny_picor", "tiny_mtsac"])
-    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--bindings", nargs="*", default=[], help="gin bindings applied after each config")
+    parser.add_argument("--updates", type=int, default=300, help="timed updates per figure and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating plain/framework rounds")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed updates before each round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    rows = {config: measure(config, args.updates) for config in args.configs}
-    columns = list(next(iter(rows.values())))
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.updates} updates per figure")
-    print("| config | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for config, figures in rows.items():
-        print(f"| {config} | " + " | ".join(f"{figures[c]:.1f}" for c in columns) + " |")
+    rows = {
+        config: measure(config, args.bindings, args.updates, args.rounds, args.warmup)
+        for config in args.configs
+    }
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads for both sides, "
+        f"{args.updates} updates per figure, best of {args.rounds} alternating rounds"
+    )
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""The smoke configs of the paper's benchmarks run end to end through launch/run.py."""
+"""The smoke configs of the paper's benchmarks run end to end through launch/run.py, and the
+throughput benchmark runs, framework and plain-torch reference side by side."""
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from benchmarks import plain_sac
+from tests.conftest import REPO, run_cli
 
 
 @pytest.mark.parametrize(
@@ -26,3 +31,34 @@ def test_smoke_config_runs_and_writes_one_entry_per_task(tmp_path, gin_file, tas
             assert row["mean_success"] is None and all(t["success"] is None for t in row["tasks"].values())
         assert row["mean_score"] is None
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_plain_sac_loop_reports_a_positive_finite_rate():
+    rate = plain_sac.updates_per_second(
+        obs_dim=5, action_dim=2, num_tasks=3, hidden_sizes=[8, 8], batch_size=16, updates=3, warmup=1
+    )
+    assert math.isfinite(rate) and rate > 0
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_throughput_prints_the_ratio_to_plain_sac_and_marks_picor_as_not_like_for_like():
+    result = subprocess.run(
+        [
+            sys.executable, str(REPO / "benchmarks" / "throughput.py"),
+            "--configs", "tiny_mtsac", "tiny_picor", "--updates", "3", "--warmup", "1", "--rounds", "1",
+            "--bindings", "HIDDEN_SIZES = (8, 8)", "MultiTaskData.batch_size = 8",
+            "MultiTaskData.warmup_env_steps_per_task = 8",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, *body = [_cells(line) for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert {"updates/s (training_step)", "updates/s (plain SAC)", "training_step / plain"} <= set(header)
+    rows = {cells[0]: dict(zip(header, cells)) for cells in body}
+    assert float(rows["tiny_mtsac"]["updates/s (plain SAC)"]) > 0
+    assert float(rows["tiny_mtsac"]["training_step / plain"]) > 0
+    picor = rows["tiny_picor"]["training_step / plain"]
+    assert picor.endswith("*") and float(picor[:-1]) > 0
