@@ -1,12 +1,18 @@
 """Throughput of picor-gin on this machine: collection, updates, and both together.
 
     python benchmarks/throughput.py [--configs tiny_picor tiny_mtsac] [--updates 300] [--rounds 3]
+                                    [--compiled] [--ddp_env_steps 3000]
 
 For each gin config it prints env steps per second of collection alone (the current policy
 acting), updates per second of `training_step` alone (Lightning's manual optimization, batches
 already sampled), updates per second of the plain-torch SAC loop of benchmarks/plain_sac.py with
 the config's observation and action sizes, task count, hidden sizes and batch size, their ratio,
 and iterations per second of the whole loop (collect, sample, update).
+
+`--compiled` adds the updates per second of `training_step` with `PiCor.compile_mode = 'default'`
+on the same batches (compilation happens in the untimed warm-up updates). `--ddp_env_steps N`
+adds whole runs of N global env steps through launch/run.py with 1 and with 2 DDP processes on
+the CPU, and their env steps per second from summary.json (warm-up and evaluation included).
 
 The ratio is the framework's overhead only where the framework's update is plain SAC's: the SAC
 backbone without the correction phase (`PiCor.correction_steps = 0`, the MTSAC configs); the
@@ -22,6 +28,8 @@ quiet round.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,27 +114,53 @@ def side_by_side(module: PiCor, batches: list[Batch], rounds: int, warmup: int) 
     return max(framework), max(plain)
 
 
-def measure(
-    config: str, bindings: list[str], updates: int, rounds: int, warmup: int
-) -> tuple[dict[str, float], bool]:
-    """The figures of one config, and whether its ratio is like for like (SAC, no correction)."""
+def _build(config: str, bindings: list[str]):
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings([f"gin_configs/{config}.gin"], bindings, skip_unknown=False)
-    experiment = Experiment()
     with tempfile.TemporaryDirectory() as tmp:
-        built = experiment.build(Path(tmp))
+        return Experiment().build(Path(tmp))
+
+
+def ddp_env_steps_per_second(config: str, bindings: list[str], processes: int, env_steps: int) -> float:
+    """Global env steps per second of a whole run of `config` with `processes` DDP processes on CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        strategy = "ddp_find_unused_parameters_true" if processes > 1 else "auto"
+        command = [
+            sys.executable, str(REPO / "launch" / "run.py"), f"--gin_file=gin_configs/{config}.gin",
+            *(f"--gin_bindings={b}" for b in bindings),
+            f"--gin_bindings=Experiment.total_env_steps = {env_steps}",
+            "--gin_bindings=Trainer.accelerator = 'cpu'",
+            f"--gin_bindings=Trainer.devices = {processes}",
+            f"--gin_bindings=Trainer.strategy = '{strategy}'",
+            f"--run_dir={tmp}/run",
+        ]
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+        return json.loads((Path(tmp) / "run" / "summary.json").read_text())["env_steps_per_second"]
+
+
+def measure(
+    config: str, bindings: list[str], updates: int, rounds: int, warmup: int, compiled: bool, ddp_env_steps: int
+) -> tuple[dict[str, float], bool]:
+    """The figures of one config, and whether its ratio is like for like (SAC, no correction)."""
+    built = _build(config, bindings)
     data, module = built.data, built.module
     data.warm_up()
 
     started = time.perf_counter()
     steps_before = data.env_steps
     for iteration in range(updates):
-        data.collect(iteration % data.task_set.num_tasks)
+        data.collect(data.sampler.tasks(iteration))
     collect_rate = (data.env_steps - steps_before) / (time.perf_counter() - started)
 
     batches = [data.sample(data.sampler.tasks(i)) for i in range(warmup + updates)]
     framework, plain = side_by_side(module, batches, rounds, warmup)
+    figures_compiled = {}
+    if compiled:
+        compiled_module = _build(config, [*bindings, "PiCor.compile_mode = 'default'"]).module
+        compiled_module.load_state_dict(module.state_dict())
+        rate = max(_framework_rate(compiled_module, batches, warmup) for _ in range(rounds))
+        figures_compiled = {"updates/s (compiled)": rate, "compiled / eager": rate / framework}
 
     # The whole loop: collection, sampling and the update, through the real stream.
     data.total_env_steps = data.env_steps + updates * data.envs_per_task
@@ -139,7 +173,13 @@ def measure(
         "updates/s (plain SAC)": plain,
         RATIO: framework / plain,
         "iterations/s (whole loop)": loop_rate,
+        **figures_compiled,
     }
+    if ddp_env_steps:
+        for processes in (1, 2):
+            figures[f"env_steps/s (run, {processes} process{'es' if processes > 1 else ''})"] = (
+                ddp_env_steps_per_second(config, bindings, processes, ddp_env_steps)
+            )
     return figures, isinstance(module.backbone, SAC) and module.correction_steps == 0
 
 
@@ -148,7 +188,7 @@ def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
     columns = list(next(iter(rows.values()))[0])
     lines = ["| config | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for config, (figures, like_for_like) in rows.items():
-        cells = [f"{figures[c]:.2f}" if c == RATIO else f"{figures[c]:.1f}" for c in columns]
+        cells = [f"{figures[c]:.2f}" if "/ " in c else f"{figures[c]:.1f}" for c in columns]
         if not like_for_like:
             cells[columns.index(RATIO)] += "*"
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
@@ -169,11 +209,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain/framework rounds")
     parser.add_argument("--warmup", type=int, default=20, help="untimed updates before each round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compiled", action="store_true", help="also time the compiled update")
+    parser.add_argument("--ddp_env_steps", type=int, default=0,
+                        help="also run N global env steps with 1 and 2 DDP processes (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     rows = {
-        config: measure(config, args.bindings, args.updates, args.rounds, args.warmup)
+        config: measure(
+            config, args.bindings, args.updates, args.rounds, args.warmup, args.compiled, args.ddp_env_steps
+        )
         for config in args.configs
     }
     print(

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gin
 import lightning as L
@@ -18,6 +19,7 @@ from tensordict.nn import TensorDictModule
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import EnvBase, ParallelEnv
 
 from picor_gin.samplers import TaskSampler, UniformEveryK
 from picor_gin.task_sets import TaskSet
@@ -73,8 +75,7 @@ class ReplayStream(IterableDataset):
         data.warm_up()
         while data.env_steps < data.total_env_steps:
             tasks = data.sampler.tasks(data.iterations)
-            for task_id in tasks:
-                data.collect(task_id)
+            data.collect(tasks)
             data.iterations += 1
             yield data.sample(tasks)
 
@@ -95,6 +96,9 @@ class MultiTaskData(L.LightningDataModule):
         replay_capacity: transitions kept per task.
         warmup_env_steps_per_task: random-action steps collected on every task before updates.
         replay_device: where B_z lives; None keeps it on the CPU.
+        parallel_workers: step every task's envs at once, one worker process per task (TorchRL's
+            ParallelEnv), so an iteration costs about one env step of wall time, not N; needs a
+            sampler that picks every task each iteration (AllTasks).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class MultiTaskData(L.LightningDataModule):
         replay_capacity: int = 1_000_000,
         warmup_env_steps_per_task: int = 1_000,
         replay_device: str | None = None,
+        parallel_workers: bool = False,
     ):
         super().__init__()
         for name, value in [
@@ -126,6 +131,12 @@ class MultiTaskData(L.LightningDataModule):
         self.seed = seed
         self.total_env_steps = total_env_steps
         self.sampler = sampler(num_tasks=task_set.num_tasks, seed=seed)
+        if parallel_workers and self.sampler.tasks_per_iteration != task_set.num_tasks:
+            raise ValueError(
+                "MultiTaskData.parallel_workers steps every task each iteration: it needs the "
+                f"AllTasks sampler, got {type(self.sampler).__name__}"
+            )
+        self.parallel_workers = parallel_workers
         self.envs_per_task = envs_per_task
         self.batch_size = batch_size
         self.correction_states_per_task = correction_states_per_task
@@ -141,7 +152,8 @@ class MultiTaskData(L.LightningDataModule):
         self.iterations = 0
         self.task_env_steps = [0] * task_set.num_tasks
         self.recent_returns = [collections.deque(maxlen=10) for _ in task_set.names]
-        self._collectors: list[Iterator[TensorDictBase]] | None = None
+        self._collectors: list[Collector] = []
+        self._rollouts: list[Iterator[TensorDictBase]] = []
 
     def setup(self, stage: str) -> None:
         """Learns this process's rank once Lightning has started the processes."""
@@ -158,33 +170,59 @@ class MultiTaskData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ReplayStream(self), batch_size=None, collate_fn=_keep_as_is)
 
-    def _build_collectors(self) -> list[Iterator[TensorDictBase]]:
-        """Built on first use, once Lightning has moved the policy to its device."""
-        policy_device = next(self.policy.parameters()).device
-        collectors = []
-        for task_id in range(self.task_set.num_tasks):
-            env = self.task_set.make_env(
-                task_id, self.envs_per_task, seed=(self.seed + self.rank) * 1_000 + task_id
-            )
-            collector = Collector(
-                env,
-                self.policy,
-                frames_per_batch=self.envs_per_task,
-                total_frames=-1,
-                init_random_frames=self.warmup_env_steps_per_task,
-                policy_device=policy_device,
-                env_device="cpu",
-                storing_device=self.buffers[task_id].storage.device,
-                auto_register_policy_transforms=False,  # the actor needs no env transform
-            )
-            collectors.append(iter(collector))
-        return collectors
+    def _task_env_factory(self, task_id: int) -> Callable[[], EnvBase]:
+        """Builds task `task_id`'s envs; picklable (the task set, not this module) for worker processes."""
+        seed = (self.seed + self.rank) * 1_000 + task_id
+        return functools.partial(self.task_set.make_env, task_id, self.envs_per_task, seed=seed)
 
-    def collect(self, task_id: int) -> None:
-        """Steps task `task_id`'s envs once with the current policy and stores the transitions."""
-        if self._collectors is None:
-            self._collectors = self._build_collectors()
-        rollout = next(self._collectors[task_id]).reshape(-1)
+    def _collector(self, env: EnvBase, tasks: int) -> Collector:
+        return Collector(
+            env,
+            self.policy,
+            frames_per_batch=tasks * self.envs_per_task,
+            total_frames=-1,
+            init_random_frames=tasks * self.warmup_env_steps_per_task,
+            policy_device=next(self.policy.parameters()).device,
+            env_device="cpu",
+            storing_device=self.buffers[0].storage.device,
+            auto_register_policy_transforms=False,  # the actor needs no env transform
+        )
+
+    def _build_collectors(self) -> None:
+        """Built on first use, once Lightning has moved the policy to its device."""
+        num_tasks = self.task_set.num_tasks
+        if self.parallel_workers:
+            env = ParallelEnv(
+                num_tasks,
+                [self._task_env_factory(task_id) for task_id in range(num_tasks)],
+                num_threads=torch.get_num_threads(),  # ParallelEnv would otherwise reset ours
+            )
+            self._collectors = [self._collector(env, num_tasks)]
+        else:
+            self._collectors = [self._collector(self._task_env_factory(z)(), 1) for z in range(num_tasks)]
+        self._rollouts = [iter(collector) for collector in self._collectors]
+
+    def collect(self, tasks: Sequence[int]) -> None:
+        """Steps the envs of `tasks` once with the current policy and stores the transitions."""
+        if not self._collectors:
+            self._build_collectors()
+        if self.parallel_workers:
+            rollout = next(self._rollouts[0])  # [task, env, time]: every task at once
+            for task_id in range(self.task_set.num_tasks):
+                self._store(task_id, rollout[task_id])
+        else:
+            for task_id in tasks:
+                self._store(task_id, next(self._rollouts[task_id]))
+
+    def teardown(self, stage: str) -> None:
+        """Stops the collectors (and with them any worker processes)."""
+        for collector in self._collectors:
+            collector.shutdown()
+        self._collectors, self._rollouts = [], []
+
+    def _store(self, task_id: int, rollout: TensorDictBase) -> None:
+        """Adds one collection's transitions of task `task_id` to B_z and counts them."""
+        rollout = rollout.reshape(-1)
         rollout["task_id"] = torch.full(rollout.shape, task_id, device=rollout.device)
         self.buffers[task_id].extend(rollout.select(*TRANSITION_KEYS))
         done = rollout["next", "done"].squeeze(-1)
@@ -199,7 +237,7 @@ class MultiTaskData(L.LightningDataModule):
         """Fills every B_z with random-action steps so every buffer can be sampled."""
         for task_id in range(self.task_set.num_tasks):
             while self.task_env_steps[task_id] < self.warmup_env_steps_per_task:
-                self.collect(task_id)
+                self.collect([task_id])  # with parallel workers, every task steps
 
     def sample(self, tasks: list[int]) -> Batch:
         task_batch = torch.cat([self.buffers[z].sample(self.batch_size) for z in tasks])

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import types
 
+import pytest
 import torch
 
 from picor_gin.backbones import SAC
 from picor_gin.data import MultiTaskData
 from picor_gin.networks import OneHotMLP
-from picor_gin.samplers import RoundRobin
+from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.task_sets import PointGoals
 
 
@@ -93,7 +94,7 @@ def test_collectors_act_with_the_current_actor_not_a_copy():
         last = backbone.actor[0][-1]
         last.weight.zero_()
         last.bias.copy_(torch.tensor([20.0, -20.0, -20.0, -20.0]))  # loc (20, -20), tiny scale
-    data.collect(0)
+    data.collect([0])
     action = data.buffers[0].storage[4]["action"]
     assert torch.allclose(action, torch.tensor([1.0, -1.0]), atol=1e-3), action
 
@@ -114,3 +115,27 @@ def test_each_ddp_process_collects_its_own_data_and_steps_count_globally():
     observations = [d.buffers[0].storage[:40]["next", "observation"] for d in (rank0, again, rank1)]
     assert torch.equal(observations[0], observations[1])  # a process's data is reproducible
     assert not torch.equal(observations[0], observations[2])  # and differs across processes
+
+
+def test_parallel_workers_step_every_task_at_once_into_its_own_buffer():
+    data = _data(sampler=AllTasks, parallel_workers=True)
+    try:
+        data.warm_up()
+        assert [len(b) for b in data.buffers] == [40, 40, 40, 40] and data.env_steps == 160
+        data.collect([0, 1, 2, 3])
+        assert data.task_env_steps == [41, 41, 41, 41]
+        for task_id, buffer in enumerate(data.buffers):
+            stored = buffer.storage[: len(buffer)]
+            assert (stored["task_id"] == task_id).all()
+            assert (stored["observation"][:, 2:].argmax(-1) == task_id).all()
+        batch = data.sample(data.sampler.tasks(0))
+        assert sorted(batch.task["task_id"].unique().tolist()) == [0, 1, 2, 3]
+        env = data._collectors[0].env
+    finally:
+        data.teardown("fit")
+    assert env.is_closed
+
+
+def test_parallel_workers_need_the_all_tasks_sampler():
+    with pytest.raises(ValueError, match="AllTasks"):
+        _data(sampler=RoundRobin, parallel_workers=True)
