@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from picor_gin.constraints import QuadraticPenalty
+from picor_gin.constraints import LagrangePenalty, NoCorrection, QuadraticPenalty
 
 
 def _penalty() -> QuadraticPenalty:
@@ -69,3 +69,54 @@ def test_positive_c_raises_value_error():
 def test_gamma_outside_the_open_unit_interval_raises_value_error(gamma):
     with pytest.raises(ValueError, match="gamma"):
         QuadraticPenalty(lam=1.0, c=-0.01, gamma=gamma)
+
+
+# --- the learned Lagrange multiplier ------------------------------------------------------------
+
+
+def _lagrange(**kwargs) -> LagrangePenalty:
+    # Threshold c * (1 - gamma) = -0.1, as above.
+    return LagrangePenalty(lam=2.0, c=-1.0, gamma=0.9, **kwargs)
+
+
+def test_lagrange_penalty_is_the_multiplier_times_the_shortfall():
+    form = _lagrange(initial_multiplier=3.0)
+    # shortfall = -0.1 - (-0.3) = 0.2; 3 * 0.2 = 0.6; when the gain clears it, 3 * (-0.1 - 0.5) = -1.8.
+    assert torch.isclose(form.penalty(torch.tensor(-0.3)), torch.tensor(0.6), atol=1e-6)
+    assert torch.isclose(form.penalty(torch.tensor(0.5)), torch.tensor(-1.8), atol=1e-6)
+
+
+def test_lagrange_multiplier_rises_while_violated_and_decays_to_zero_once_the_constraint_holds():
+    form = _lagrange(multiplier_lr=0.5)
+    values = []
+    for _ in range(4):  # shortfall 0.2 each step: +0.1
+        form.after_step(torch.tensor(-0.3))
+        values.append(float(form.multiplier))
+    assert values == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    for _ in range(4):  # gain 0.0 clears the threshold by 0.1: -0.05 per step, floored at 0
+        form.after_step(torch.tensor(0.0))
+        values.append(float(form.multiplier))
+    assert values[4:] == pytest.approx([0.35, 0.30, 0.25, 0.20])
+    for _ in range(10):
+        form.after_step(torch.tensor(10.0))
+    assert float(form.multiplier) == 0.0
+    assert form.diagnostics()["multiplier"] == 0.0
+
+
+def test_lagrange_multiplier_is_saved_and_restored_with_the_module():
+    form = _lagrange(multiplier_lr=1.0)
+    form.after_step(torch.tensor(-1.1))  # shortfall 1.0
+    restored = _lagrange()
+    restored.load_state_dict(form.state_dict())
+    assert float(restored.multiplier) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"multiplier_lr": 0.0}, "multiplier_lr"), ({"initial_multiplier": -1.0}, "initial_multiplier")])
+def test_lagrange_penalty_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _lagrange(**kwargs)
+
+
+def test_no_correction_skips_the_phase_and_the_others_do_not():
+    assert not NoCorrection(lam=1.0, c=-0.01, gamma=0.99).corrects
+    assert _penalty().corrects and _lagrange().corrects

@@ -28,6 +28,16 @@ class Backbone(nn.Module, abc.ABC):
     policy: TensorDictModuleBase
     task_stat_names: frozenset[str] = frozenset()
 
+    def __init__(self, gamma: float, target_update_rate: float):
+        super().__init__()
+        name = type(self).__name__
+        if not 0 < gamma < 1:
+            raise ValueError(f"{name}.gamma must lie in (0, 1), got {gamma}")
+        if not 0 < target_update_rate <= 1:
+            raise ValueError(f"{name}.target_update_rate must lie in (0, 1], got {target_update_rate}")
+        self.gamma = gamma
+        self.target_update_rate = target_update_rate
+
     @abc.abstractmethod
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer: "actor", "critic" and, where the backbone has one, "alpha"."""

@@ -69,16 +69,10 @@ class SAC(Backbone):
         target_entropy: float | None = None,
         advantage_entropy_coef: float = 1.0,
     ):
-        super().__init__()
-        if not 0 < gamma < 1:
-            raise ValueError(f"SAC.gamma must lie in (0, 1), got {gamma}")
-        if not 0 < target_update_rate <= 1:
-            raise ValueError(f"SAC.target_update_rate must lie in (0, 1], got {target_update_rate}")
+        super().__init__(gamma, target_update_rate)
         if not initial_alpha > 0:
             raise ValueError(f"SAC.initial_alpha must be > 0, got {initial_alpha}")
         network = network or OneHotMLP()
-        self.gamma = gamma
-        self.target_update_rate = target_update_rate
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.advantage_entropy_coef = advantage_entropy_coef
         self.actor = nn.Sequential(network.actor(obs_dim, 2 * action_dim, num_tasks), NormalParamExtractor())

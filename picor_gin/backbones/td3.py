@@ -70,11 +70,7 @@ class TD3(Backbone):
         noise_clip: float = 0.5,
         policy_delay: int = 2,
     ):
-        super().__init__()
-        if not 0 < gamma < 1:
-            raise ValueError(f"TD3.gamma must lie in (0, 1), got {gamma}")
-        if not 0 < target_update_rate <= 1:
-            raise ValueError(f"TD3.target_update_rate must lie in (0, 1], got {target_update_rate}")
+        super().__init__(gamma, target_update_rate)
         if not exploration_noise > 0:
             raise ValueError(f"TD3.exploration_noise must be > 0, got {exploration_noise}")
         if policy_noise < 0 or noise_clip < 0:
@@ -82,8 +78,6 @@ class TD3(Backbone):
         if policy_delay < 1:
             raise ValueError(f"TD3.policy_delay must be >= 1, got {policy_delay}")
         network = network or OneHotMLP()
-        self.gamma = gamma
-        self.target_update_rate = target_update_rate
         self.exploration_noise = exploration_noise
         self.policy_noise = policy_noise
         self.noise_clip = noise_clip
