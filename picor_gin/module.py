@@ -43,7 +43,7 @@ class PiCor(L.LightningModule):
         lam: lambda >= 0 of eq. (10).
         c: c <= 0 of eq. (10); the constraint asks for a weighted gain >= c * (1 - gamma).
         correction_steps: optimizer steps of the correction phase per update; 0 skips the phase
-            (the ablation "Cor X").
+            (the ablation "Cor X", as does the constraint form NoCorrection).
         actor_optimizer, critic_optimizer, alpha_optimizer, correction_optimizer: optimizer
             factories (gin: `@actor/Adam` etc.); the correction optimizer acts on the actor with
             its own state.
