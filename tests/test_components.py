@@ -112,3 +112,12 @@ def test_multi_head_network_by_one_binding(tmp_path):
     # Every task trained its own head: each head's slice moved.
     moved = (actor_torso.weight.detach() - initial["backbone.actor.0.weight"]).abs().flatten(1).amax(-1)
     assert (moved > 0).all()
+
+
+def test_parallel_workers_by_one_binding_on_the_all_tasks_config(tmp_path):
+    run, _, _ = _train(
+        tmp_path, ["MultiTaskData.parallel_workers = True"], gin_file="gin_configs/tiny_mtsac_alltasks.gin",
+        env_steps_per_update=4,
+    )
+    assert run.data.parallel_workers and run.data.task_env_steps == [250 + UPDATES] * 4
+    assert not run.data._collectors  # shut down with their worker processes at the end of fit
