@@ -97,6 +97,6 @@ def test_a_non_finite_loss_stops_the_run_naming_the_quantity_task_and_step(monke
         losses["loss_critic"] = losses["loss_critic"] * float("nan")
         return losses
 
-    monkeypatch.setattr(module.backbone, "losses", nan_critic)
+    monkeypatch.setattr(module, "_losses", nan_critic)  # what training_step calls
     with pytest.raises(FloatingPointError, match=r"train/loss_critic.*env step 160.*training task"):
         _fit(module, batches)

@@ -69,7 +69,7 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
             out["loss_critic"] = out["loss_critic"] * float("nan")
         return out
 
-    monkeypatch.setattr(built.module.backbone, "losses", nan_after_150_updates)
+    monkeypatch.setattr(built.module, "_losses", nan_after_150_updates)  # what training_step calls
     with pytest.raises(FloatingPointError, match=r"non-finite .*env step 1200"):
         experiment.run(built, tmp_path)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
