@@ -163,7 +163,7 @@ def measure(
         figures_compiled = {"updates/s (compiled)": rate, "compiled / eager": rate / framework}
 
     # The whole loop: collection, sampling and the update, through the real stream.
-    data.total_env_steps = data.env_steps + updates * data.envs_per_task
+    data.total_env_steps = data.env_steps + updates * data.envs_per_task * data.sampler.tasks_per_iteration
     started = time.perf_counter()
     _trainer().fit(module, datamodule=data)
     loop_rate = updates / (time.perf_counter() - started)
