@@ -28,27 +28,38 @@ class WeightingRule(abc.ABC):
         """Args: task_stats: per-task tensors of shape [N] (e.g. "alpha"); num_tasks: N."""
 
 
+class TemperedSoftmax(WeightingRule):
+    """w = softmax(logits / tau): tau > 0 sets how sharp the preference among tasks is."""
+
+    def __init__(self, tau: float = 1.0):
+        if not tau > 0:
+            raise ValueError(f"{type(self).__name__}.tau must be > 0, got {tau}")
+        self.tau = tau
+
+    @abc.abstractmethod
+    def logits(self, task_stats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-task preferences, shape [N], before the temperature."""
+
+    def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
+        return torch.softmax(self.logits(task_stats) / self.tau, dim=-1)
+
+
 @gin.configurable
-class SoftmaxAlphaWeights(WeightingRule):
+class SoftmaxAlphaWeights(TemperedSoftmax):
     """Eq. (9): w = softmax(alpha / tau), alpha the per-task temperatures (alpha, not log alpha).
 
     A task with a high temperature is one whose policy is still uncertain, so it gets more say
-    in the correction; tau > 0 sets how sharp that preference is.
+    in the correction.
     """
 
     requires = frozenset({"alpha"})
 
-    def __init__(self, tau: float = 1.0):
-        if not tau > 0:
-            raise ValueError(f"SoftmaxAlphaWeights.tau must be > 0, got {tau}")
-        self.tau = tau
-
-    def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
-        return torch.softmax(task_stats["alpha"].detach() / self.tau, dim=-1)  # eq. (9)
+    def logits(self, task_stats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return task_stats["alpha"].detach()  # eq. (9)
 
 
 @gin.configurable
-class SoftmaxReturnWeights(WeightingRule):
+class SoftmaxReturnWeights(TemperedSoftmax):
     """w = softmax(-standardised recent return / tau): the tasks doing worst weigh most.
 
     Needs no temperature, so it serves deterministic backbones (TD3). Returns are standardised
@@ -58,18 +69,13 @@ class SoftmaxReturnWeights(WeightingRule):
 
     requires = frozenset({"recent_return"})
 
-    def __init__(self, tau: float = 1.0):
-        if not tau > 0:
-            raise ValueError(f"SoftmaxReturnWeights.tau must be > 0, got {tau}")
-        self.tau = tau
-
-    def __call__(self, task_stats: Mapping[str, torch.Tensor], num_tasks: int) -> torch.Tensor:
+    def logits(self, task_stats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         returns = task_stats["recent_return"]
         # No Python branch on the values: the rule runs every update without a host sync.
         mean = torch.nan_to_num(torch.nanmean(returns), nan=0.0)
         returns = torch.where(returns.isnan(), mean, returns)
         standardised = (returns - mean) / (returns.std(correction=0) + 1e-8)
-        return torch.softmax(-standardised / self.tau, dim=-1)
+        return -standardised
 
 
 @gin.configurable

@@ -92,6 +92,14 @@ def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor)
     return torch.func.functional_call(critic, params, (observation, action))
 
 
+def bootstrapped_target(
+    reward: torch.Tensor, terminated: torch.Tensor, next_value: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """r + gamma * (1 - terminated) * V(s'): only termination stops the bootstrap, so a
+    time-limit truncation still bootstraps."""
+    return reward + gamma * (~terminated).to(reward.dtype) * next_value
+
+
 def twin_critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q of Haarnoja et al. (2018) eq. (5) / Fujimoto et al. (2018), summed over the twins.
 

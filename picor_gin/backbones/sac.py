@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torchrl.modules import NormalParamExtractor, ProbabilisticActor, TanhNormal
 
-from picor_gin.backbones.base import Backbone, frozen_q, polyak_update, twin_critic_loss
+from picor_gin.backbones.base import Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss
 from picor_gin.networks import Network, OneHotMLP
 
 
@@ -27,11 +27,10 @@ def soft_bellman_target(
     """r + gamma * (1 - terminated) * (min_i Q_target_i(s', a') - alpha_z * log pi(a'|s')).
 
     SAC's target (Haarnoja et al. 2018, eq. 3 with the twin-min of Fujimoto et al.); DESIGN.md
-    section 1 step 3. `next_target_q` holds both twins on its last axis. Only termination stops
-    the bootstrap: a time-limit truncation still bootstraps.
+    section 1 step 3. `next_target_q` holds both twins on its last axis.
     """
     soft_value = next_target_q.min(-1).values - alpha * next_log_prob
-    return reward + gamma * (~terminated).to(reward.dtype) * soft_value
+    return bootstrapped_target(reward, terminated, soft_value, gamma)
 
 
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])

@@ -17,7 +17,7 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequ
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-from picor_gin.backbones.base import Backbone, frozen_q, polyak_update, twin_critic_loss
+from picor_gin.backbones.base import Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss
 from picor_gin.networks import Network, OneHotMLP
 
 
@@ -104,9 +104,12 @@ class TD3(Backbone):
             next_action = self.target_actor(next_observation)
             smoothing = (torch.randn_like(next_action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
             next_action = (next_action + smoothing).clamp(-1, 1)
-            next_q = self.target_critic(next_observation, next_action).min(-1).values
-            not_terminated = (~batch["next", "terminated"].squeeze(-1)).to(next_q.dtype)
-            target = batch["next", "reward"].squeeze(-1) + self.gamma * not_terminated * next_q
+            target = bootstrapped_target(
+                batch["next", "reward"].squeeze(-1),
+                batch["next", "terminated"].squeeze(-1),
+                self.target_critic(next_observation, next_action).min(-1).values,
+                self.gamma,
+            )
         q = self.critic(observation, batch["action"])
         self.critic_updates += 1
         losses = {"loss_critic": twin_critic_loss(q, target), "q": q.detach().mean()}
