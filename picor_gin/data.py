@@ -24,11 +24,11 @@ from torchrl.envs import EnvBase, ParallelEnv
 from picor_gin.samplers import TaskSampler, UniformEveryK
 from picor_gin.task_sets import TaskSet
 
-#: What a transition keeps in replay: what the backbone's losses read, nothing more.
+#: What a transition keeps from the env in replay: what the backbone's losses read, nothing
+#: more; the buffer adds the transition's "task_id".
 TRANSITION_KEYS = (
     "observation",
     "action",
-    "task_id",
     ("next", "observation"),
     ("next", "reward"),
     ("next", "terminated"),
@@ -207,12 +207,11 @@ class MultiTaskData(L.LightningDataModule):
         if not self._collectors:
             self._build_collectors()
         if self.parallel_workers:
-            rollout = next(self._rollouts[0])  # [task, env, time]: every task at once
-            for task_id in range(self.task_set.num_tasks):
-                self._store(task_id, rollout[task_id])
+            all_tasks = list(range(self.task_set.num_tasks))
+            self._store(all_tasks, next(self._rollouts[0]))  # [task, env, time]: every task at once
         else:
             for task_id in tasks:
-                self._store(task_id, next(self._rollouts[task_id]))
+                self._store([task_id], next(self._rollouts[task_id]))
 
     def teardown(self, stage: str) -> None:
         """Stops the collectors (and with them any worker processes)."""
@@ -220,18 +219,23 @@ class MultiTaskData(L.LightningDataModule):
             collector.shutdown()
         self._collectors, self._rollouts = [], []
 
-    def _store(self, task_id: int, rollout: TensorDictBase) -> None:
-        """Adds one collection's transitions of task `task_id` to B_z and counts them."""
-        rollout = rollout.reshape(-1)
-        rollout["task_id"] = torch.full(rollout.shape, task_id, device=rollout.device)
-        self.buffers[task_id].extend(rollout.select(*TRANSITION_KEYS))
-        done = rollout["next", "done"].squeeze(-1)
+    def _store(self, task_ids: list[int], rollout: TensorDictBase) -> None:
+        """Adds one collection's transitions to the B_z of `task_ids`, in the order of the
+        rollout's leading dims, and counts them. Selection and reshaping happen once for all
+        tasks: with parallel workers the main process stores every task each iteration."""
+        transitions = rollout.select(*TRANSITION_KEYS).reshape(len(task_ids), -1)
+        steps = transitions.shape[1]
+        transitions["task_id"] = torch.tensor(task_ids, device=rollout.device).unsqueeze(1).expand(-1, steps)
+        done = rollout["next", "done"]
         if done.any():
-            self.recent_returns[task_id].extend(
-                rollout["next", "episode_reward"][done].flatten().tolist()
-            )
-        self.local_env_steps += rollout.numel()
-        self.task_env_steps[task_id] += rollout.numel()
+            done = done.reshape(len(task_ids), steps)
+            returns = rollout["next", "episode_reward"].reshape(len(task_ids), steps)
+            for row, task_id in enumerate(task_ids):
+                self.recent_returns[task_id].extend(returns[row][done[row]].tolist())
+        for row, task_id in enumerate(task_ids):
+            self.buffers[task_id].extend(transitions[row])
+            self.task_env_steps[task_id] += steps
+        self.local_env_steps += len(task_ids) * steps
 
     def warm_up(self) -> None:
         """Fills every B_z with random-action steps so every buffer can be sampled."""
