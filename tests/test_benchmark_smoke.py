@@ -62,3 +62,21 @@ def test_throughput_prints_the_ratio_to_plain_sac_and_marks_picor_as_not_like_fo
     assert float(rows["tiny_mtsac"]["training_step / plain"]) > 0
     picor = rows["tiny_picor"]["training_step / plain"]
     assert picor.endswith("*") and float(picor[:-1]) > 0
+
+
+def test_collection_scaling_prints_serial_and_parallel_cost_per_task_count():
+    result = subprocess.run(
+        [
+            sys.executable, str(REPO / "benchmarks" / "collection_scaling.py"),
+            "--task_counts", "1", "2", "--iterations", "2", "--rounds", "1",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, *body = [_cells(line) for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = [dict(zip(header, cells)) for cells in body if cells[0].isdigit()]
+    assert [row["tasks"] for row in rows] == ["1", "2"]
+    for row in rows:
+        serial, parallel = float(row["serial (ms/iteration)"]), float(row["parallel workers (ms/iteration)"])
+        assert serial > 0 and parallel > 0
+        assert float(row["serial / parallel"]) == pytest.approx(serial / parallel, abs=0.01)
