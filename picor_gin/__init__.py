@@ -6,6 +6,7 @@ from picor_gin import (  # noqa: F401  (imported for their gin registrations)
     backbones,
     constraints,
     externals,
+    gradient_surgery,
     networks,
     samplers,
     task_sets,

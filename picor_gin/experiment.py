@@ -109,6 +109,12 @@ class Experiment:
             seed=self.seed,
             total_env_steps=self.total_env_steps,
         )
+        if module.gradient_surgery is not None and data.sampler.tasks_per_iteration < 2:
+            raise ValueError(
+                f"PiCor.gradient_surgery = {type(module.gradient_surgery).__name__} combines the "
+                f"gradients of the tasks in a batch, but {type(data.sampler).__name__} puts one task "
+                "in each batch; bind MultiTaskData.sampler = @AllTasks"
+            )
         evaluation = PeriodicEvaluation(
             self.task_set, self.eval_every_env_steps, self.eval_episodes,
             seed=self.seed + 10_000, path=run_dir / "eval.jsonl",

@@ -16,14 +16,21 @@ from typing import Any, Callable, Iterable
 import gin
 import lightning as L
 import torch
+from tensordict import TensorDictBase
 
 from picor_gin.backbones import SAC, Backbone
 from picor_gin.constraints import ConstraintForm, QuadraticPenalty
 from picor_gin.correction import correction_loss
 from picor_gin.data import Batch
+from picor_gin.gradient_surgery import PCGrad
 from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def _total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of the "loss_*" terms: they touch disjoint parameters, so one backward is exact."""
+    return sum(v for k, v in losses.items() if k.startswith("loss_"))
 
 
 def _adam(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -50,6 +57,9 @@ class PiCor(L.LightningModule):
         compile_mode: None runs the update eagerly; a torch.compile mode ("default",
             "reduce-overhead" for CUDA graphs, "max-autotune") compiles the backbone's losses and
             the correction loss (the optimizer steps stay eager).
+        gradient_surgery: None steps on the gradient of the batch's mean loss; `@PCGrad()`
+            combines the per-task gradients of the optimization phase by PCGrad (needs batches
+            with several tasks: the AllTasks sampler).
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class PiCor(L.LightningModule):
         alpha_optimizer: OptimizerFactory = _adam,
         correction_optimizer: OptimizerFactory = _adam,
         compile_mode: str | None = None,
+        gradient_surgery: PCGrad | None = None,
         log_every_updates: int = 100,
     ):
         super().__init__()
@@ -90,6 +101,7 @@ class PiCor(L.LightningModule):
             )
         self.constraint = constraint(lam=lam, c=c, gamma=self.backbone.gamma)
         self.correction_steps = correction_steps
+        self.gradient_surgery = gradient_surgery
         self.optimizer_factories = {
             "actor": actor_optimizer,
             "critic": critic_optimizer,
@@ -129,11 +141,13 @@ class PiCor(L.LightningModule):
             pi_t = self.backbone.policy_snapshot(states["observation"])
 
         # 1. Policy optimization phase, on the sampled task's batch only.
-        losses = self._losses(batch.task)
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
-        # The loss terms touch disjoint parameters, so one backward of their sum is exact.
-        self.manual_backward(sum(v for k, v in losses.items() if k.startswith("loss_")))
+        if self.gradient_surgery is None:
+            losses = self._losses(batch.task)
+            self.manual_backward(_total_loss(losses))
+        else:
+            losses = self._surgery_backward(batch.task)
         logging_now = (self.updates + 1) % self.log_every_updates == 0
         if logging_now:
             for group, params in self.backbone.parameter_groups().items():
@@ -173,6 +187,34 @@ class PiCor(L.LightningModule):
                 correction.update({f"{k}_after": after[k] for k in ("kl", "gain", "violation")})
                 correction.update(self.constraint.diagnostics())
             self._log_training(batch, losses, correction, weights)
+
+    def _surgery_backward(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Sets the phase's gradients to the surgery's combination of per-task gradients.
+
+        The combination is applied by one backward of a surrogate whose gradient it is, so DDP
+        all-reduces it like any other. Returns the losses averaged over tasks (with equal
+        per-task batches, the whole batch's) and each group's share of conflicting task pairs.
+        """
+        task_id = batch["task_id"]
+        per_task = [self._losses(batch[task_id == z]) for z in task_id.unique().tolist()]
+        groups = self.backbone.parameter_groups()
+        params = [p for group in groups.values() for p in group]
+        task_grads = [torch.autograd.grad(_total_loss(losses), params, allow_unused=True) for losses in per_task]
+        metrics, surrogate, start = {}, torch.zeros((), device=self.device), 0
+        for name, group in groups.items():
+            group_grads = [grads[start:start + len(group)] for grads in task_grads]
+            start += len(group)
+            if all(g is None for grads in group_grads for g in grads):
+                continue  # no loss for this group on this update (TD3's delayed actor): no step
+            flat = torch.stack([
+                torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, group)])
+                for grads in group_grads
+            ])
+            combined, metrics[f"gradient_conflict_share_{name}"] = self.gradient_surgery.combine(flat)
+            for p, g in zip(group, combined.split([p.numel() for p in group])):
+                surrogate = surrogate + (p * g.view_as(p)).sum()
+        self.manual_backward(surrogate)
+        return {**{k: torch.stack([l[k] for l in per_task]).mean() for k in per_task[0]}, **metrics}
 
     def _log_training(
         self,

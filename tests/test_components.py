@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from picor_gin.backbones import TD3
 from picor_gin.constraints import LagrangePenalty, NoCorrection
 from picor_gin.experiment import Experiment
+from picor_gin.gradient_surgery import PCGrad
 from picor_gin.networks import TaskHeads
 from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.weighting import SoftmaxReturnWeights, UniformWeights
@@ -121,3 +122,15 @@ def test_parallel_workers_by_one_binding_on_the_all_tasks_config(tmp_path):
     )
     assert run.data.parallel_workers and run.data.task_env_steps == [250 + UPDATES] * 4
     assert not run.data._collectors  # shut down with their worker processes at the end of fit
+
+
+def test_pcgrad_by_its_gin_file(tmp_path):
+    run, initial, scalars = _train(tmp_path, [], gin_file="gin_configs/tiny_mtsac_pcgrad.gin", env_steps_per_update=4)
+    assert isinstance(run.module.gradient_surgery, PCGrad) and isinstance(run.data.sampler, AllTasks)
+    for group in ("actor", "critic"):  # the goals pull the shared networks apart
+        shares = scalars[f"train/gradient_conflict_share_{group}"]
+        assert all(0.0 <= share <= 1.0 for share in shares) and max(shares) > 0
+    # Each task's temperature has its own parameter, so their gradients never conflict.
+    assert set(scalars["train/gradient_conflict_share_alpha"]) == {0.0}
+    for name, p in run.module.backbone.actor.named_parameters():
+        assert not torch.equal(p, initial[f"backbone.actor.{name}"])

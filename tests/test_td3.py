@@ -83,6 +83,7 @@ def test_actor_loss_and_target_updates_come_every_policy_delay_critic_updates():
 def test_the_update_counter_is_saved_with_the_state_dict():
     td3 = _td3()
     td3.losses(_batch())
+    td3.update_targets()
     restored = _td3()
     restored.load_state_dict(td3.state_dict())
     assert restored.critic_updates == 1

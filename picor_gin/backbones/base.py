@@ -46,13 +46,16 @@ class Backbone(nn.Module, abc.ABC):
     def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """Policy optimization losses ("loss_*") on a batch, plus detached diagnostics.
 
-        Called once per update: a backbone with delayed updates counts calls here and leaves
-        out a loss on the updates that skip it (its parameters then get no gradient).
+        May be called several times per update (once per task under gradient surgery), so it
+        must not advance state: a backbone with delayed updates counts updates in
+        `update_targets` and leaves out a loss on the updates that skip it (its parameters then
+        get no gradient).
         """
 
     @abc.abstractmethod
     def update_targets(self) -> None:
-        """Moves target networks toward the online ones after an optimization step."""
+        """Moves target networks toward the online ones; called once per update, after its
+        optimization step."""
 
     def task_stats(self) -> dict[str, torch.Tensor]:
         """Per-task statistics of shape [N] a weighting rule may use (SAC: "alpha")."""

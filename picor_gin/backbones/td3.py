@@ -96,7 +96,8 @@ class TD3(Backbone):
         return {"actor": list(self.actor.parameters()), "critic": list(self.critic.parameters())}
 
     def _actor_update_due(self) -> bool:
-        return self.critic_updates % self.policy_delay == 0
+        """Whether this update (the one `update_targets` will close) is a delayed actor update."""
+        return (self.critic_updates + 1) % self.policy_delay == 0
 
     def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         observation, next_observation = batch["observation"], batch["next", "observation"]
@@ -111,7 +112,6 @@ class TD3(Backbone):
                 self.gamma,
             )
         q = self.critic(observation, batch["action"])
-        self.critic_updates += 1
         losses = {"loss_critic": twin_critic_loss(q, target), "q": q.detach().mean()}
         if self._actor_update_due():
             # Fujimoto et al.: the actor ascends the first twin, with the critic held fixed.
@@ -119,9 +119,12 @@ class TD3(Backbone):
         return losses
 
     def update_targets(self) -> None:
+        """Ends an update, so `losses` may run several times per update (once per task under
+        gradient surgery) without advancing the delay."""
         if self._actor_update_due():
             polyak_update(self.target_critic, self.critic, self.target_update_rate)
             polyak_update(self.target_actor, self.actor, self.target_update_rate)
+        self.critic_updates += 1
 
     @torch.no_grad()
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
