@@ -30,16 +30,21 @@ class PCGrad:
             whose original gradients conflict (a diagnostic, logged).
         """
         num_tasks = task_grads.shape[0]
+        tasks = torch.arange(num_tasks, device=task_grads.device)
         gram = task_grads @ task_grads.T
         squared_norms = gram.diagonal().clamp_min(torch.finfo(task_grads.dtype).tiny)
-        projected = task_grads.clone()
-        for i in range(num_tasks):
-            for j in torch.randperm(num_tasks).tolist():
-                if j == i:
-                    continue
-                # Remove g_i's component along the original g_j where they conflict; no host sync.
-                inner = projected[i] @ task_grads[j]
-                projected[i] -= inner.clamp(max=0) / squared_norms[j] * task_grads[j]
+        # Every projected gradient is a combination of the original ones, projected = C @ g, so
+        # the projections run on the N x N coefficients C and the Gram matrix alone; g is read
+        # twice (Gram matrix, final combination) whatever N.
+        coefficients = torch.eye(num_tasks, dtype=task_grads.dtype, device=task_grads.device)
+        # Each task projects against the others in its own random order; step k handles every
+        # task's k-th partner at once.
+        order = torch.rand(num_tasks, num_tasks, device=task_grads.device).argsort(dim=1)
+        for partner in order.T:
+            inner = (coefficients @ gram)[tasks, partner]  # <projected_i, g_partner(i)>
+            # Remove the component along the partner's original gradient where they conflict.
+            scale = inner.clamp(max=0) / squared_norms[partner] * (partner != tasks)
+            coefficients[tasks, partner] -= scale
         off_diagonal = ~torch.eye(num_tasks, dtype=torch.bool, device=task_grads.device)
         conflict_share = (gram[off_diagonal] < 0).float().mean()
-        return projected.mean(0), conflict_share
+        return coefficients.mean(0) @ task_grads, conflict_share

@@ -46,6 +46,24 @@ def test_one_of_three_conflicting_pairs_in_both_orders():
     assert conflict.item() == pytest.approx(2 / 6)
 
 
+def test_many_tasks_match_the_papers_sequential_projection_in_the_same_random_order():
+    """Yu et al.'s loop: for each task, for each other task in a random order, project."""
+    grads = torch.randn(6, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.manual_seed(3)
+    combined, _ = PCGrad().combine(grads)
+    torch.manual_seed(3)
+    order = torch.rand(6, 6).argsort(dim=1)  # the draw combine makes
+    expected = []
+    for i in range(6):
+        g = grads[i].clone()
+        for j in order[i].tolist():
+            if j != i and g @ grads[j] < 0:
+                g -= (g @ grads[j]) / (grads[j] @ grads[j]) * grads[j]
+        expected.append(g)
+    torch.testing.assert_close(combined, torch.stack(expected).mean(0))
+    assert (grads @ grads.T < 0).any()  # the case has conflicts to project
+
+
 class _AverageOnly(PCGrad):
     """Surgery that only averages: the module's per-task path must then give the plain step."""
 
