@@ -13,7 +13,7 @@ from picor_gin.backbones import TD3
 from picor_gin.constraints import LagrangePenalty, NoCorrection
 from picor_gin.experiment import Experiment
 from picor_gin.gradient_surgery import PCGrad
-from picor_gin.networks import TaskHeads
+from picor_gin.networks import SoftModularNet, TaskHeads
 from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.weighting import SoftmaxReturnWeights, UniformWeights
 
@@ -134,3 +134,12 @@ def test_pcgrad_by_its_gin_file(tmp_path):
     assert set(scalars["train/gradient_conflict_share_alpha"]) == {0.0}
     for name, p in run.module.backbone.actor.named_parameters():
         assert not torch.equal(p, initial[f"backbone.actor.{name}"])
+
+
+def test_soft_modular_network_by_its_gin_file(tmp_path):
+    run, initial, _ = _train(tmp_path, [], gin_file="gin_configs/tiny_soft_modular.gin")
+    actor_torso = run.module.backbone.actor[0]
+    assert isinstance(actor_torso, SoftModularNet)
+    for part in ("task_encoder", "routing_heads", "last_head", "module_weights"):
+        for name, p in getattr(actor_torso, part).named_parameters():
+            assert not torch.equal(p, initial[f"backbone.actor.0.{part}.{name}"]), f"{part}.{name}"

@@ -1,9 +1,11 @@
-"""Networks: the multi-head network gives each task its own output head."""
+"""Networks: the multi-head network gives each task its own output head; soft modularization
+routes each sample through its modules by task and state."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from picor_gin.networks import MultiHeadMLP, OneHotMLP, TaskHeads
+from picor_gin.networks import MultiHeadMLP, OneHotMLP, SoftModularNetwork, TaskHeads
 
 NUM_TASKS, OBS_DIM = 4, 6
 
@@ -34,6 +36,48 @@ def test_each_sample_is_answered_by_its_own_tasks_head():
 
 
 def test_critics_of_both_networks_return_both_twins():
-    for network in (OneHotMLP(hidden_sizes=(8,)), MultiHeadMLP(hidden_sizes=(8,))):
+    small_soft_modular = SoftModularNetwork(encoder_sizes=(8,), module_features=8, routing_features=8)
+    for network in (OneHotMLP(hidden_sizes=(8,)), MultiHeadMLP(hidden_sizes=(8,)), small_soft_modular):
         critic = network.critic(OBS_DIM, 2, NUM_TASKS)
         assert critic(_observation(1, 5), torch.zeros(5, 2)).shape == (5, 2)
+
+
+def _soft_modular(**sizes):
+    sizes = {"encoder_sizes": (16, 16), "module_features": 8, "routing_features": 8, **sizes}
+    return SoftModularNetwork(**sizes).actor(OBS_DIM, 3, NUM_TASKS)
+
+
+def test_routing_weights_are_distributions_that_depend_on_the_task():
+    torch.manual_seed(0)
+    actor = _soft_modular(num_layers=3, num_modules=4)
+    state = torch.randn(1, OBS_DIM - NUM_TASKS)
+    one_hots = torch.eye(NUM_TASKS)
+    weights, last, _ = actor.routing(torch.cat([state.expand(NUM_TASKS, -1), one_hots], -1))
+    assert [w.shape for w in weights] == [(NUM_TASKS, 4, 4)] * 2 and last.shape == (NUM_TASKS, 4)
+    for p in (*weights, last):  # each module's input mix, and the output mix, sum to one
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+        assert not torch.allclose(p[0], p[1])  # same state, another task: another routing
+
+
+def test_with_one_module_per_layer_the_network_is_the_plain_chain_of_its_layers():
+    """All routing weights are then 1: out = W_o relu(M_2 relu(M_1 relu(f(s))))."""
+    torch.manual_seed(0)
+    actor = _soft_modular(num_layers=2, num_modules=1)
+    observation = _observation(task=1)
+    hidden = torch.relu(actor.state_encoder(observation[:, :-NUM_TASKS]))
+    for weight, bias in zip(actor.module_weights, actor.module_biases):
+        hidden = torch.relu(hidden @ weight[0] + bias[0])
+    torch.testing.assert_close(actor(observation), actor.output(hidden))
+
+
+def test_every_part_of_the_soft_modular_network_gets_gradient():
+    torch.manual_seed(0)
+    actor = _soft_modular(num_layers=3, num_modules=2)
+    actor(torch.cat([_observation(0), _observation(3)])).square().sum().backward()
+    for name, p in actor.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_soft_modular_sizes_are_checked():
+    with pytest.raises(ValueError, match="num_modules must be >= 1"):
+        SoftModularNetwork(num_modules=0)
