@@ -97,8 +97,9 @@ class MultiTaskData(L.LightningDataModule):
         warmup_env_steps_per_task: random-action steps collected on every task before updates.
         replay_device: where B_z lives; None keeps it on the CPU.
         parallel_workers: step every task's envs at once, one worker process per task (TorchRL's
-            ParallelEnv), so an iteration costs about one env step of wall time, not N; needs a
-            sampler that picks every task each iteration (AllTasks).
+            ParallelEnv), so with a core per task an iteration costs about one env step of wall
+            time, not N (benchmarks/collection_scaling.py); needs a sampler that picks every task
+            each iteration (AllTasks).
     """
 
     def __init__(
