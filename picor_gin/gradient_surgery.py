@@ -46,5 +46,5 @@ class PCGrad:
             scale = inner.clamp(max=0) / squared_norms[partner] * (partner != tasks)
             coefficients[tasks, partner] -= scale
         off_diagonal = ~torch.eye(num_tasks, dtype=torch.bool, device=task_grads.device)
-        conflict_share = (gram[off_diagonal] < 0).float().mean()
+        conflict_share = (gram[off_diagonal] < 0).sum() / max(1, num_tasks * (num_tasks - 1))
         return coefficients.mean(0) @ task_grads, conflict_share

@@ -31,6 +31,12 @@ def test_agreeing_and_orthogonal_gradients_are_only_averaged():
     assert conflict.item() == 0.0
 
 
+def test_a_single_task_keeps_its_gradient_and_counts_no_conflict():
+    combined, conflict = PCGrad().combine(torch.tensor([[3.0, -1.0]]))
+    torch.testing.assert_close(combined, torch.tensor([3.0, -1.0]))
+    assert conflict.item() == 0.0
+
+
 def test_a_task_without_gradient_projects_nothing_and_stays_finite():
     combined, conflict = PCGrad().combine(torch.tensor([[1.0, -2.0], [0.0, 0.0]]))
     torch.testing.assert_close(combined, torch.tensor([0.5, -1.0]))
