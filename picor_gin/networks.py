@@ -148,7 +148,7 @@ class SoftModularNet(nn.Module):
         self.routing_heads = nn.ModuleList(
             nn.Linear(routing_features, squared) for _ in range(num_layers - 1)
         )
-        # Routing weights of layers < l, flattened, condition layer l's (and the last mix).
+        # The l routing matrices emitted so far, flattened, condition the next (or the last mix).
         self.routing_conditions = nn.ModuleList(
             nn.Linear(l * squared, routing_features) for l in range(1, num_layers)
         )
@@ -171,16 +171,16 @@ class SoftModularNet(nn.Module):
         routing_features = self.routing_trunk(torch.relu(context))
         matrix = (*encoded.shape[:-1], self.num_modules, self.num_modules)
         weights: list[torch.Tensor] = []
-        conditions = [*self.routing_conditions]
-        for layer, head in enumerate(self.routing_heads):
-            features = routing_features
-            if layer > 0:  # conditioned on the earlier layers' weights
-                features = conditions[layer - 1](torch.cat([w.flatten(-2) for w in weights], -1)) * routing_features
-            weights.append(head(torch.relu(features)).view(matrix).softmax(-1))
-        features = routing_features
+        for head in self.routing_heads:
+            weights.append(head(self._routing_input(routing_features, weights)).view(matrix).softmax(-1))
+        return weights, self.last_head(self._routing_input(routing_features, weights)).softmax(-1), encoded
+
+    def _routing_input(self, routing_features: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+        """The trunk's features, conditioned on the routing weights emitted so far (if any)."""
         if weights:
-            features = conditions[-1](torch.cat([w.flatten(-2) for w in weights], -1)) * routing_features
-        return weights, self.last_head(torch.relu(features)).softmax(-1), encoded
+            earlier = torch.cat([w.flatten(-2) for w in weights], -1)
+            routing_features = self.routing_conditions[len(weights) - 1](earlier) * routing_features
+        return torch.relu(routing_features)
 
     def forward(self, observation: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         weights, last, encoded = self.routing(observation, *inputs)
