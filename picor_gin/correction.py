@@ -1,9 +1,10 @@
-"""PiCor's policy correction phase, eq. (10).
+"""PiCor's policy correction phase, eq. (10): its loss.
 
 Starting from the intermediate policy pi'_t produced by the optimization phase, minimise
-    L(phi) = KL(pi_phi || pi'_t) + penalty(G(phi)),
-    G(phi) = sum_z w_z E_{s~B_z, a~pi_phi}[A^{pi_t}(s, a; z)],
-with states from every task's buffer. Hand-written: TorchRL has no loss for this constraint.
+    L(phi) = KL(pi_phi || pi'_t) + penalty(g(phi), w),
+    g_z(phi) = E_{s~B_z, a~pi_phi}[A^{pi_t}(s, a; z)],
+with states from every task's buffer; the constraint form turns the per-task gains g and the
+weights w into the penalty. Hand-written: TorchRL has no loss for this constraint.
 """
 from __future__ import annotations
 
@@ -11,17 +12,7 @@ import torch
 from tensordict import TensorDictBase
 
 from picor_gin.backbones import Backbone
-from picor_gin.constraints import ConstraintForm
-
-
-def weighted_gain(advantage: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """G = sum_z w_z mean_s A(s, a; z).
-
-    Args:
-        advantage: shape [N, M], M correction states per task.
-        weights: task weights w, shape [N].
-    """
-    return (weights * advantage.mean(-1)).sum()
+from picor_gin.constraints import ConstraintForm, weighted_gain
 
 
 def correction_loss(
@@ -29,26 +20,41 @@ def correction_loss(
     constraint: ConstraintForm,
     states: TensorDictBase,
     baseline: torch.Tensor,
-    pi_prime: TensorDictBase,
+    pi_prime: TensorDictBase | None,
     weights: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """The loss of eq. (10) and its diagnostics.
+    """The loss of eq. (10) and its parts, differentiable in the actor.
 
     Args:
         states: "observation" [N, M, D] and "task_id" [N, M], drawn from each task's buffer.
         baseline: E_{a'~pi_t}[Q(s, a')] on those states, computed before any correction step
             (the advantage is of pi_t, the actor before this update, not of pi'_t).
-        pi_prime: snapshot of the intermediate policy pi'_t on the same states.
+        pi_prime: snapshot of pi'_t on the same states; None while the actor still is pi'_t
+            (the first evaluation), which spares a forward pass.
         weights: w, shape [N].
+
+    Returns:
+        "loss_correction"; "kl", the mean divergence to pi'_t; "task_gains", g of shape [N].
     """
     advantage, divergence = backbone.correction_terms(
         states["observation"], states["task_id"], baseline, pi_prime
     )
-    gain = weighted_gain(advantage, weights)
+    task_gains = advantage.mean(-1)
     kl = divergence.mean()
     return {
-        "loss_correction": kl + constraint.penalty(gain),
-        "kl": kl.detach(),
-        "gain": gain.detach(),
-        "violation": constraint.violation(gain).detach(),
+        "loss_correction": kl + constraint.penalty(task_gains, weights),
+        "kl": kl,
+        "task_gains": task_gains,
+    }
+
+
+def correction_diagnostics(
+    terms: dict[str, torch.Tensor], constraint: ConstraintForm, weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Detached scalars to log: the KL, the weighted gain G and the form's violation."""
+    task_gains = terms["task_gains"].detach()
+    return {
+        "kl": terms["kl"].detach(),
+        "gain": weighted_gain(task_gains, weights),
+        "violation": constraint.violation(task_gains, weights),
     }

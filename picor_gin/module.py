@@ -10,6 +10,7 @@ concrete variants beyond its defaults.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Iterable
 
@@ -20,7 +21,8 @@ from tensordict import TensorDictBase
 
 from picor_gin.backbones import SAC, Backbone
 from picor_gin.constraints import ConstraintForm, QuadraticPenalty
-from picor_gin.correction import correction_loss
+from picor_gin.correction import correction_diagnostics, correction_loss
+from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps
 from picor_gin.data import Batch
 from picor_gin.gradient_surgery import PCGrad
 from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
@@ -47,10 +49,13 @@ class PiCor(L.LightningModule):
         backbone: factory of the backbone, called with (obs_dim=, action_dim=, num_tasks=).
         weighting: the weighting rule of eq. (9) (or the uniform ablation).
         constraint: factory of the constraint form, called with (lam=, c=, gamma=).
+        correction_solver: how the correction phase moves the actor (`@PenaltyDescent()`, the
+            paper's optimizer steps on eq. 10, or `@TrustRegionProjection()`); either returns
+            pi'_t unchanged where it satisfies the constraint.
         lam: lambda >= 0 of eq. (10).
         c: c <= 0 of eq. (10); the constraint asks for a weighted gain >= c * (1 - gamma).
-        correction_steps: optimizer steps of the correction phase per update; 0 skips the phase
-            (the ablation "Cor X", as does the constraint form NoCorrection).
+        correction_steps: steps of the correction phase per update; 0 skips the phase (the
+            ablation "Cor X", as does the constraint form NoCorrection).
         actor_optimizer, critic_optimizer, alpha_optimizer, correction_optimizer: optimizer
             factories (gin: `@actor/Adam` etc.); the correction optimizer acts on the actor with
             its own state.
@@ -71,6 +76,7 @@ class PiCor(L.LightningModule):
         backbone: Callable[..., Backbone] = SAC,
         weighting: WeightingRule | None = None,
         constraint: Callable[..., ConstraintForm] = QuadraticPenalty,
+        correction_solver: CorrectionSolver | None = None,
         lam: float = 1.0,
         c: float = -0.01,
         correction_steps: int = 1,
@@ -101,6 +107,8 @@ class PiCor(L.LightningModule):
             )
         self.constraint = constraint(lam=lam, c=c, gamma=self.backbone.gamma)
         self.correction_steps = correction_steps
+        self.correction_solver = correction_solver or PenaltyDescent()
+        check_steps(self.correction_solver, correction_steps)
         self.gradient_surgery = gradient_surgery
         self.optimizer_factories = {
             "actor": actor_optimizer,
@@ -165,28 +173,62 @@ class PiCor(L.LightningModule):
         # 3. Policy correction phase, eq. (10), starting from phi = pi'_t.
         correction: dict[str, torch.Tensor] = {}
         if correcting:
-            pi_prime = self.backbone.policy_snapshot(states["observation"])
             baseline = self.backbone.value_baseline(states["observation"], states["task_id"], pi_t)
-            for _ in range(self.correction_steps):
-                correction = self._correction_loss(
-                    self.backbone, self.constraint, states, baseline, pi_prime, weights
-                )
-                correction_optimizer.zero_grad()
-                self.manual_backward(correction["loss_correction"])
-                correction_optimizer.step()
-                self.constraint.after_step(correction["gain"])
-            self._active_updates += (correction["violation"] > 0).float()
+            problem = self._correction_problem(states, baseline, weights, correction_optimizer)
+            if logging_now:
+                problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
+            terms, moved = self.correction_solver.solve(problem, self.correction_steps)
+            correction = correction_diagnostics(terms, self.constraint, weights)
+            self._active_updates += moved
 
         self.updates += 1
         if logging_now:
             if correcting:
-                # The loop's values are from before each step (KL = 0 before the first one);
-                # this shows where the phase left the policy.
+                # Where the phase left the policy (before it, the KL to pi'_t is 0).
                 with torch.no_grad():
-                    after = correction_loss(self.backbone, self.constraint, states, baseline, pi_prime, weights)
-                correction.update({f"{k}_after": after[k] for k in ("kl", "gain", "violation")})
+                    after = self._correction_loss(
+                        self.backbone, self.constraint, states, baseline, problem.snapshot(), weights
+                    )
+                correction.update({f"{k}_after": v for k, v in correction_diagnostics(after, self.constraint, weights).items()})
                 correction.update(self.constraint.diagnostics())
             self._log_training(batch, losses, correction, weights)
+
+    def _correction_problem(
+        self,
+        states: TensorDictBase,
+        baseline: torch.Tensor,
+        weights: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> CorrectionProblem:
+        """Eq. (10) on this update's correction states, for the correction solver."""
+        # Taken on first use, which is at pi'_t: only multi-step solvers and logging need it.
+        snapshot = functools.cache(lambda: self.backbone.policy_snapshot(states["observation"]))
+        return CorrectionProblem(
+            loss=lambda reference: self._correction_loss(
+                self.backbone, self.constraint, states, baseline, reference, weights
+            ),
+            snapshot=snapshot,
+            params=self.backbone.parameter_groups()["actor"],
+            constraint=self.constraint,
+            weights=weights,
+            optimizer=optimizer,
+            backward=self.manual_backward,
+            any_process=self._any_process,
+            mean_over_processes=self._mean_over_processes,
+        )
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _any_process(self, flag: torch.Tensor) -> bool:
+        """Whether `flag` is set on any process; the one host sync of the correction phase."""
+        flag = flag.float()
+        if self._distributed():
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum")
+        return bool(flag > 0)
+
+    def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="mean") if self._distributed() else tensor
 
     def _surgery_backward(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """Sets the phase's gradients to the surgery's combination of per-task gradients.

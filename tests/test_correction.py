@@ -10,7 +10,7 @@ from torch.distributions import Normal, kl_divergence
 
 from picor_gin.backbones import SAC
 from picor_gin.constraints import QuadraticPenalty
-from picor_gin.correction import correction_loss, weighted_gain
+from picor_gin.correction import correction_diagnostics, correction_loss
 from picor_gin.networks import Network, OneHotMLP, TwinCritic
 from picor_gin.weighting import SoftmaxAlphaWeights
 
@@ -156,19 +156,18 @@ def test_divergence_is_zero_at_phi_equal_pi_prime_and_torchs_closed_form_elsewhe
 # --- weighted gain and the loss ------------------------------------------------------------------
 
 
-def test_weighted_gain_matches_hand_computed_value():
-    advantage = torch.tensor([[1.0, 3.0], [2.0, 4.0], [-5.0, 5.0]])  # per-task means 2, 3, 0
-    weights = torch.tensor([0.5, 0.25, 0.25])
-    # 0.5 * 2 + 0.25 * 3 + 0.25 * 0 = 1.75
-    assert torch.isclose(weighted_gain(advantage, weights), torch.tensor(1.75))
-
-
-def test_weighted_gain_equals_a_loop_over_tasks():
-    torch.manual_seed(5)
-    advantage = torch.randn(NUM_TASKS, STATES_PER_TASK)
-    weights = torch.softmax(torch.randn(NUM_TASKS), -1)
+def test_task_gains_are_the_per_task_mean_advantages_and_gain_their_weighted_sum():
+    sac = _sac()
+    states, _, pi_prime, baseline = _phase(sac)
+    weights = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    constraint = QuadraticPenalty(lam=1.0, c=-0.01, gamma=0.99)
+    torch.manual_seed(7)
+    out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
+    torch.manual_seed(7)
+    advantage, _ = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    assert torch.allclose(out["task_gains"], advantage.mean(-1), atol=1e-6)
     looped = sum(weights[z] * advantage[z].mean() for z in range(NUM_TASKS))
-    assert torch.isclose(weighted_gain(advantage, weights), looped, atol=1e-6)
+    assert torch.isclose(correction_diagnostics(out, constraint, weights)["gain"], looped, atol=1e-6)
 
 
 def test_correction_loss_with_the_constraint_inactive_is_the_kl_alone():
@@ -180,8 +179,9 @@ def test_correction_loss_with_the_constraint_inactive_is_the_kl_alone():
     constraint = QuadraticPenalty(lam=100.0, c=-0.01, gamma=0.99)
     weights = torch.full((NUM_TASKS,), 1.0 / NUM_TASKS)
     out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
-    assert out["violation"] == 0
-    assert out["gain"] > 0
+    diagnostics = correction_diagnostics(out, constraint, weights)
+    assert diagnostics["violation"] == 0
+    assert diagnostics["gain"] > 0
     assert torch.isclose(out["loss_correction"], torch.tensor(HAND_KL), atol=1e-6)
     assert torch.isclose(out["loss_correction"], out["kl"], atol=1e-7)
 
@@ -193,7 +193,7 @@ def test_correction_loss_reaches_only_the_actor_and_not_the_references():
     constraint = QuadraticPenalty(lam=100.0, c=0.0, gamma=0.99)
     weights = SoftmaxAlphaWeights()(sac.task_stats(), NUM_TASKS)
     out = correction_loss(sac, constraint, states, baseline + 10.0, pi_prime, weights)
-    assert out["violation"] > 0
+    assert correction_diagnostics(out, constraint, weights)["violation"] > 0
     out["loss_correction"].backward()
     assert any(p.grad is not None and p.grad.any() for p in sac.actor.parameters())
     assert all(p.grad is None for p in sac.critic.parameters())
@@ -202,6 +202,20 @@ def test_correction_loss_reaches_only_the_actor_and_not_the_references():
     for reference in (pi_t, pi_prime):
         assert not any(v.requires_grad for v in reference.values())
     assert not baseline.requires_grad and not weights.requires_grad
+
+
+def test_without_a_snapshot_the_divergence_is_zero_with_the_fisher_as_its_hessian():
+    # N(loc, I) against its own detached self: KL = 0, gradient 0, and the Hessian in loc is the
+    # Fisher of a unit Gaussian, the identity: d/dloc (grad . v) = v.
+    sac = _sac(_UnitGaussianNetwork(loc=[0.3, -0.2]))
+    states = _states()
+    _, divergence = sac.correction_terms(states["observation"], states["task_id"], torch.zeros(NUM_TASKS, STATES_PER_TASK), None)
+    kl = divergence.mean()
+    (gradient,) = torch.autograd.grad(kl, [sac.actor[0].loc], create_graph=True)
+    assert kl == 0 and torch.equal(gradient, torch.zeros(2))
+    v = torch.tensor([2.0, -1.0])
+    (fisher_v,) = torch.autograd.grad(gradient @ v, [sac.actor[0].loc])
+    assert torch.allclose(fisher_v, v, atol=1e-6)
 
 
 # --- the phase on a small network ----------------------------------------------------------------
@@ -238,9 +252,10 @@ def test_correction_with_the_constraint_violated_raises_the_weighted_gain():
         # random critic is nearly flat in the action, so fresh noise would swamp the change).
         torch.manual_seed(100)
         out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
-        gains.append(float(out["gain"]))
-        violations.append(float(out["violation"]))
-        kls.append(float(out["kl"]))
+        diagnostics = correction_diagnostics(out, constraint, weights)
+        gains.append(float(diagnostics["gain"]))
+        violations.append(float(diagnostics["violation"]))
+        kls.append(float(diagnostics["kl"]))
         if step < 10:
             optimizer.zero_grad()
             out["loss_correction"].backward()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from picor_gin.backbones import SAC
+from picor_gin.correction_solvers import PenaltyDescent
 from picor_gin.data import MultiTaskData
 from picor_gin.module import PiCor
 from picor_gin.networks import OneHotMLP
@@ -48,10 +49,22 @@ def _fit(module: PiCor, batches) -> L.Trainer:
     return trainer
 
 
+class _CountingDescent(PenaltyDescent):
+    """PenaltyDescent that counts the updates on which it moved the actor."""
+
+    moved = 0
+
+    def solve(self, problem, steps):
+        terms, moved = super().solve(problem, steps)
+        self.moved += moved
+        return terms, moved
+
+
 @pytest.mark.parametrize("correction_steps", [0, 2])
 def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(correction_steps):
     torch.manual_seed(0)
-    module = _module(correction_steps=correction_steps)
+    solver = _CountingDescent()
+    module = _module(correction_steps=correction_steps, correction_solver=solver)
     batches = _batches(module, 6)
     critic_before = [p.clone() for p in module.backbone.critic.parameters()]
     trainer = _fit(module, batches)
@@ -60,7 +73,9 @@ def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(cor
     actor_opt, critic_opt, alpha_opt, correction_opt = trainer.optimizers
     assert all(s["step"] == 6 for s in actor_opt.state.values())
     steps = [s["step"] for s in correction_opt.state.values()]
-    assert steps == ([] if correction_steps == 0 else [12] * len(steps))
+    # The correction steps only on updates whose constraint pi'_t violates (a projection).
+    assert steps == ([] if correction_steps == 0 else [2 * solver.moved] * len(steps))
+    assert (solver.moved > 0) == (correction_steps > 0)
 
 
 def test_uniform_weights_and_no_correction_leave_the_actor_to_the_backbone_alone():

@@ -80,9 +80,13 @@ class Backbone(nn.Module, abc.ABC):
         observation: torch.Tensor,
         task_id: torch.Tensor,
         baseline: torch.Tensor,
-        pi_prime: TensorDictBase,
+        pi_prime: TensorDictBase | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A^{pi_t}(s, a; z) with a from pi_phi, differentiable in phi; divergence(pi_phi || pi'_t))."""
+        """(A^{pi_t}(s, a; z) with a from pi_phi, differentiable in phi; divergence(pi_phi || pi'_t)).
+
+        `pi_prime` None means phi is pi'_t: the divergence is then taken to the policy's own
+        detached outputs (zero, with the Fisher matrix as its Hessian), sparing a snapshot.
+        """
 
 
 def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

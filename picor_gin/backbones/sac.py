@@ -153,14 +153,16 @@ class SAC(Backbone):
         observation: torch.Tensor,
         task_id: torch.Tensor,
         baseline: torch.Tensor,
-        pi_prime: TensorDictBase,
+        pi_prime: TensorDictBase | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dist, loc, scale = self._distribution(observation)
         action, log_prob = dist.rsample_and_log_prob()
         alpha = self.log_alpha.detach().exp()[task_id]
         gain = frozen_q(self.critic, observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
+        if pi_prime is None:
+            reference_loc, reference_scale = loc.detach(), scale.detach()
+        else:
+            reference_loc, reference_scale = pi_prime["loc"], pi_prime["scale"]
         # The KL is exact on the pre-tanh Gaussians (tanh is a bijection, so it is the same KL).
-        divergence = kl_divergence(
-            Normal(loc, scale), Normal(pi_prime["loc"], pi_prime["scale"])
-        ).sum(-1)
+        divergence = kl_divergence(Normal(loc, scale), Normal(reference_loc, reference_scale)).sum(-1)
         return gain - baseline, divergence

@@ -141,11 +141,12 @@ class TD3(Backbone):
         observation: torch.Tensor,
         task_id: torch.Tensor,
         baseline: torch.Tensor,
-        pi_prime: TensorDictBase,
+        pi_prime: TensorDictBase | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         action = self.actor(observation)
         gain = frozen_q(self.critic, observation, action).min(-1).values
-        divergence = (action - pi_prime["action"]).square().sum(-1) / (2 * self.exploration_noise**2)
+        reference = action.detach() if pi_prime is None else pi_prime["action"]
+        divergence = (action - reference).square().sum(-1) / (2 * self.exploration_noise**2)
         return gain - baseline, divergence
 
     def get_extra_state(self) -> dict[str, Any]:
