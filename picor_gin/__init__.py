@@ -9,6 +9,6 @@ from picor_gin import (  # noqa: F401  (imported for their gin registrations)
     gradient_surgery,
     networks,
     samplers,
-    task_sets,
+    tasks,
     weighting,
 )

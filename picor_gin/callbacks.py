@@ -13,7 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.data import MultiTaskData
 from picor_gin.evaluation import evaluate, headline_metric
-from picor_gin.task_sets import TaskSet
+from picor_gin.tasks import TaskSet
 
 
 def _env_steps(trainer: L.Trainer) -> int:

@@ -22,7 +22,7 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase, ParallelEnv
 
 from picor_gin.samplers import TaskSampler, UniformEveryK
-from picor_gin.task_sets import TaskSet
+from picor_gin.tasks import TaskSet
 
 #: What a transition keeps from the env in replay: what the backbone's losses read, nothing
 #: more; the buffer adds the transition's "task_id".

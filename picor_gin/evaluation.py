@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from picor_gin.task_sets import TaskSet
+from picor_gin.tasks import TaskSet
 
 
 def headline_metric(row: dict[str, Any]) -> str:

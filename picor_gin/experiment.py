@@ -16,7 +16,7 @@ from picor_gin import externals
 from picor_gin.callbacks import EnvStepCheckpoint, PeriodicEvaluation, ThroughputMonitor
 from picor_gin.data import MultiTaskData
 from picor_gin.module import PiCor
-from picor_gin.task_sets import TaskSet
+from picor_gin.tasks import TaskSet
 
 
 @dataclasses.dataclass

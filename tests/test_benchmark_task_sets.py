@@ -18,9 +18,9 @@ import pytest
 import torch
 from tensordict import TensorDictBase
 
-from picor_gin import task_sets
+from picor_gin.tasks import metaworld as metaworld_tasks
 from picor_gin.evaluation import evaluate
-from picor_gin.task_sets import (
+from picor_gin.tasks import (
     HALF_CHEETAH_PARTS,
     GymTasks,
     HalfCheetahGroup,
@@ -121,7 +121,7 @@ def test_metaworld_goal_is_fixed_across_resets_steps_and_copies(mt10):
 
 def test_metaworld_goals_are_the_same_after_rebuilding_with_the_same_goal_seed(mt10):
     before = [mt10.make_env(z).reset()["observation"] for z in range(mt10.num_tasks)]
-    task_sets._metaworld_fixed_tasks.cache_clear()  # redraw metaworld's goals from scratch
+    metaworld_tasks._metaworld_fixed_tasks.cache_clear()  # redraw metaworld's goals from scratch
     rebuilt = MetaWorldMT10(goal_seed=0)
     after = [rebuilt.make_env(z).reset()["observation"] for z in range(rebuilt.num_tasks)]
     for z, (a, b) in enumerate(zip(before, after)):
@@ -257,7 +257,7 @@ def test_gym_tasks_reject_duplicate_names_and_missing_kwargs():
 
 
 def test_metaworld_task_subset_keeps_the_given_order_and_names_unknown_tasks():
-    from picor_gin.task_sets import MetaWorldMT10
+    from picor_gin.tasks import MetaWorldMT10
 
     subset = MetaWorldMT10(tasks=["push-v3", "reach-v3"])
     assert subset.names == ["push-v3", "reach-v3"]
@@ -267,7 +267,7 @@ def test_metaworld_task_subset_keeps_the_given_order_and_names_unknown_tasks():
 
 
 def test_gym_tasks_turns_an_unknown_id_into_a_value_error_naming_the_task():
-    from picor_gin.task_sets import GymTasks
+    from picor_gin.tasks import GymTasks
 
     with pytest.raises(ValueError, match=r"task 'Pendulm-v1'"):
         GymTasks(env_ids=["Pendulum-v1", "Pendulm-v1"])

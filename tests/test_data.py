@@ -9,7 +9,7 @@ from picor_gin.backbones import SAC
 from picor_gin.data import MultiTaskData
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import AllTasks, RoundRobin
-from picor_gin.task_sets import PointGoals
+from picor_gin.tasks import PointGoals
 
 
 def _data(**kwargs) -> MultiTaskData:

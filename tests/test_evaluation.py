@@ -8,7 +8,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase, StepCounter, TransformedEnv
 
 from picor_gin.evaluation import evaluate
-from picor_gin.task_sets import TaskSet
+from picor_gin.tasks import TaskSet
 
 
 class FlagOnceEnv(EnvBase):

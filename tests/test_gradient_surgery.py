@@ -13,7 +13,7 @@ from picor_gin.gradient_surgery import PCGrad
 from picor_gin.module import PiCor
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import AllTasks
-from picor_gin.task_sets import PointGoals
+from picor_gin.tasks import PointGoals
 from picor_gin.weighting import UniformWeights
 from tests.test_module import _fit, _module
 

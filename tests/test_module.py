@@ -12,7 +12,7 @@ from picor_gin.data import MultiTaskData
 from picor_gin.module import PiCor
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import RoundRobin
-from picor_gin.task_sets import PointGoals
+from picor_gin.tasks import PointGoals
 from picor_gin.weighting import UniformWeights
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from picor_gin.evaluation import evaluate
-from picor_gin.task_sets import PointGoals
+from picor_gin.tasks import PointGoals
 
 
 def _scripted(task_set: PointGoals, oracle: bool):
