@@ -1,4 +1,4 @@
-"""Compatibility: the task sets moved to `picor_gin.tasks`; gin files that `import picor_gin.task_sets` still work."""
+"""Compatibility: task sets live in `picor_gin.tasks`; gin files may still import this module."""
 from picor_gin.tasks import (  # noqa: F401  (re-exported for old imports and gin files)
     HALF_CHEETAH_PARTS,
     GymTasks,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from picor_gin.evaluation import evaluate
-from picor_gin.tasks import PointGoals
+from picor_gin.tasks import PointGoals, UnevenPointGoals
 
 
 def _scripted(task_set: PointGoals, oracle: bool):
@@ -84,3 +84,39 @@ def test_walking_the_wrong_way_scores_below_zero():
 def test_unknown_task_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="goal0, goal1"):
         PointGoals(num_tasks=2).task_id("goal7")
+
+
+def test_uneven_normalized_score_is_one_for_the_oracle_and_zero_for_standing_still_on_every_task():
+    task_set = UnevenPointGoals()
+    oracle = evaluate(_scripted(task_set, oracle=True), task_set, episodes_per_task=1, seed=0)
+    stay = evaluate(_scripted(task_set, oracle=False), task_set, episodes_per_task=1, seed=0)
+    for name in task_set.names:
+        assert oracle["tasks"][name]["score"] == pytest.approx(1.0, abs=1e-5), name
+        assert stay["tasks"][name]["score"] == pytest.approx(0.0, abs=1e-5), name
+    # The returns themselves are scaled: standing still one unit from the goal for 30 steps.
+    assert stay["tasks"]["goal3_x0.03"]["return"] == pytest.approx(-30.0 * 0.03, abs=1e-5)
+
+
+def test_uneven_reward_is_minus_scale_times_distance():
+    task_set = UnevenPointGoals(reward_scales=(1.0, 0.3, 0.1, 0.03))
+    rewards = []
+    for task_id in (0, 3):
+        env = task_set.make_env(task_id)
+        td = env.reset()
+        td["action"] = torch.tensor([[1.0, 1.0]])
+        rewards.append(env.step(td)["next", "reward"].item())
+    # From the origin to (0.1, 0.1): goal0 (1, 0) is sqrt(0.82) away, goal3 (0, -1) sqrt(1.22).
+    assert rewards[0] == pytest.approx(-0.9055385, abs=1e-6)
+    assert rewards[1] == pytest.approx(-0.03 * 1.1045361, abs=1e-6)
+
+
+@pytest.mark.parametrize("reward_scales", [(), (1.0, 0.0), (1.0, -0.5)])
+def test_uneven_rejects_no_scales_and_non_positive_scales(reward_scales):
+    with pytest.raises(ValueError, match=r"UnevenPointGoals\.reward_scales"):
+        UnevenPointGoals(reward_scales=reward_scales)
+
+
+def test_uneven_task_names_are_distinct_and_carry_the_scale():
+    task_set = UnevenPointGoals(reward_scales=(1.0, 0.3, 0.1, 0.03))
+    assert task_set.names == ["goal0_x1.0", "goal1_x0.3", "goal2_x0.1", "goal3_x0.03"]
+    assert task_set.num_tasks == 4

@@ -6,7 +6,8 @@ and evaluation need no task-specific code.
 
 One module per family (DESIGN.md section 4), as TorchRL keeps one per env library:
 - `base`: the `TaskSet` interface.
-- `point_goals`: `PointGoals` (the tiny set).
+- `point_goals`: `PointGoals` (the tiny set) and `UnevenPointGoals` (the same with task rewards
+  scaled apart, so tasks learn at different speeds).
 - `gym`: `GymTasks` (any list of gymnasium ids) and the path every gymnasium family shares,
   `gym_task_env`: gymnasium env -> actions rescaled to [-1, 1] -> one-hot appended -> gymnasium
   vector env of `num_envs` copies -> TorchRL `GymWrapper` -> DoubleToFloat, StepCounter (the time
@@ -24,7 +25,7 @@ from picor_gin.tasks.half_cheetah import (
     scaled_half_cheetah_xml,
 )
 from picor_gin.tasks.metaworld import MetaWorldMT10, MetaWorldMT50, MetaWorldTasks
-from picor_gin.tasks.point_goals import PointGoals, PointGoalsEnv
+from picor_gin.tasks.point_goals import PointGoals, PointGoalsEnv, UnevenPointGoals
 
 __all__ = [
     "HALF_CHEETAH_PARTS",
@@ -36,6 +37,7 @@ __all__ = [
     "PointGoals",
     "PointGoalsEnv",
     "TaskSet",
+    "UnevenPointGoals",
     "gym_task_env",
     "scaled_half_cheetah_xml",
 ]

@@ -1,7 +1,8 @@
-"""The tiny task set: a 2-D point walking to goals on the unit circle (DESIGN.md section 6)."""
+"""The tiny task sets: a 2-D point walking to goals on the unit circle (DESIGN.md section 6)."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import gin
 import torch
@@ -16,7 +17,8 @@ class PointGoalsEnv(EnvBase):
     """A 2-D point walking to one goal (DESIGN.md section 6), batched and stateless.
 
     The position is read back from the first two entries of the incoming observation, so the
-    env keeps no state of its own and partial resets of a batch are trivial.
+    env keeps no state of its own and partial resets of a batch are trivial. The reward is
+    -reward_scale * distance to the goal.
     """
 
     def __init__(
@@ -27,11 +29,13 @@ class PointGoalsEnv(EnvBase):
         num_envs: int = 1,
         step_size: float = 0.1,
         bound: float = 2.0,
+        reward_scale: float = 1.0,
     ):
         super().__init__(batch_size=torch.Size([num_envs]))
         self.goal = goal.to(torch.float32)
         self.step_size = step_size
         self.bound = bound
+        self.reward_scale = reward_scale
         self.task_onehot = torch.nn.functional.one_hot(
             torch.tensor(task_id), num_tasks
         ).to(torch.float32)
@@ -59,7 +63,7 @@ class PointGoalsEnv(EnvBase):
         position = tensordict.get("observation")[..., :2]
         action = tensordict.get("action").clamp(-1.0, 1.0)
         position = (position + self.step_size * action).clamp(-self.bound, self.bound)
-        reward = -(position - self.goal).norm(dim=-1, keepdim=True)
+        reward = -self.reward_scale * (position - self.goal).norm(dim=-1, keepdim=True)
         never_done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
         return TensorDict(
             {
@@ -101,11 +105,16 @@ class PointGoals(TaskSet):
 
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:
         base = PointGoalsEnv(
-            self.goals[task_id], task_id, self.num_tasks, num_envs, self.step_size
+            self.goals[task_id], task_id, self.num_tasks, num_envs, self.step_size,
+            reward_scale=self._reward_scale(task_id),
         )
         env = TransformedEnv(base, Compose(StepCounter(self.max_episode_steps), RewardSum()))
         env.set_seed(seed)
         return env
+
+    def _reward_scale(self, task_id: int) -> float:
+        """Factor on task `task_id`'s reward; 1 here, the hook `UnevenPointGoals` overrides."""
+        return 1.0
 
     def normalized_score(self, task_id: int, episode_return: float) -> float:
         stay, oracle = self._reference_returns[task_id]
@@ -122,3 +131,38 @@ class PointGoals(TaskSet):
 
         rollout = self.make_env(task_id).rollout(self.max_episode_steps, policy)
         return rollout["next", "reward"].sum().item()
+
+
+@gin.configurable
+class UnevenPointGoals(PointGoals):
+    """PointGoals with task z's reward times reward_scales[z], so tasks learn at different speeds.
+
+    PiCor's task weights (eq. 9, a softmax of the per-task SAC temperatures) only matter when
+    tasks progress unevenly (the PiCor paper's "varying learning speeds"). Against SAC's
+    entropy bonus a small reward is a weak signal, so a task with a small scale learns slower;
+    dynamics, goals and one-hot ids are PointGoals'. The normalized score stays comparable
+    across tasks: its reference returns come from the scaled env, so the scale cancels out.
+
+    Args:
+        reward_scales: one factor > 0 per task; their count is the number of tasks.
+        episode_steps, step_size: as in PointGoals.
+    """
+
+    def __init__(
+        self,
+        reward_scales: Sequence[float] = (1.0, 0.3, 0.1, 0.03),
+        episode_steps: int = 30,
+        step_size: float = 0.1,
+    ):
+        scales = [float(scale) for scale in reward_scales]
+        if not scales:
+            raise ValueError("UnevenPointGoals.reward_scales must hold at least one scale")
+        for z, scale in enumerate(scales):
+            if not scale > 0:
+                raise ValueError(f"UnevenPointGoals.reward_scales[{z}] must be > 0, got {scale}")
+        self.reward_scales = scales  # set first: PointGoals' init rolls out the scaled envs
+        super().__init__(num_tasks=len(scales), episode_steps=episode_steps, step_size=step_size)
+        self.names = [f"goal{z}_x{scale}" for z, scale in enumerate(scales)]
+
+    def _reward_scale(self, task_id: int) -> float:
+        return self.reward_scales[task_id]
