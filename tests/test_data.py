@@ -45,6 +45,21 @@ def test_stream_trains_on_the_sampled_task_and_corrects_on_all_tasks():
     assert second.env_steps == 160 + 2
 
 
+def test_correction_states_are_drawn_from_each_task_buffer_filled_part_only():
+    data = _data(correction_states_per_task=200, replay_capacity=1_000)
+    data.warm_up()
+    data.collect([2])  # B_2 holds 41 transitions, the others 40
+    states = data.sample([0]).correction
+    assert states.shape == (4, 200)
+    for task_id, buffer in enumerate(data.buffers):
+        stored = buffer.storage[: len(buffer)]["observation"]
+        drawn = states["observation"][task_id]
+        # Every drawn state is one of B_z's stored observations (none of the empty capacity).
+        assert ((drawn.unsqueeze(1) - stored.unsqueeze(0)).abs().sum(-1) == 0).any(1).all()
+        assert (drawn[:, 2:].argmax(-1) == task_id).all()
+        assert len(torch.unique(drawn, dim=0)) > 10  # many distinct states, not one repeated
+
+
 def test_stream_stops_at_the_env_step_budget_and_knows_its_length():
     data = _data(total_env_steps=200)
     assert len(data.train_dataloader().dataset) == 40
