@@ -22,6 +22,7 @@ def correction_loss(
     baseline: torch.Tensor,
     pi_prime: TensorDictBase | None,
     weights: torch.Tensor,
+    noise: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss of eq. (10) and its parts, differentiable in the actor.
 
@@ -32,12 +33,13 @@ def correction_loss(
         pi_prime: snapshot of pi'_t on the same states; None while the actor still is pi'_t
             (the first evaluation), which spares a forward pass.
         weights: w, shape [N].
+        noise: pi_t's action noise on the states, for backbones that share it (SAC).
 
     Returns:
         "loss_correction"; "kl", the mean divergence to pi'_t; "task_gains", g of shape [N].
     """
     advantage, divergence = backbone.correction_terms(
-        states["observation"], states["task_id"], baseline, pi_prime
+        states["observation"], states["task_id"], baseline, pi_prime, noise
     )
     task_gains = advantage.mean(-1)
     kl = divergence.mean()

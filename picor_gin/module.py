@@ -174,7 +174,7 @@ class PiCor(L.LightningModule):
         correction: dict[str, torch.Tensor] = {}
         if correcting:
             baseline = self.backbone.value_baseline(states["observation"], states["task_id"], pi_t)
-            problem = self._correction_problem(states, baseline, weights, correction_optimizer)
+            problem = self._correction_problem(states, baseline, weights, correction_optimizer, pi_t.get("noise", None))
             if logging_now:
                 problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
             terms, moved = self.correction_solver.solve(problem, self.correction_steps)
@@ -186,9 +186,7 @@ class PiCor(L.LightningModule):
             if correcting:
                 # Where the phase left the policy (before it, the KL to pi'_t is 0).
                 with torch.no_grad():
-                    after = self._correction_loss(
-                        self.backbone, self.constraint, states, baseline, problem.snapshot(), weights
-                    )
+                    after = problem.loss(problem.snapshot())
                 correction.update({f"{k}_after": v for k, v in correction_diagnostics(after, self.constraint, weights).items()})
                 correction.update(self.constraint.diagnostics())
             self._log_training(batch, losses, correction, weights)
@@ -199,13 +197,14 @@ class PiCor(L.LightningModule):
         baseline: torch.Tensor,
         weights: torch.Tensor,
         optimizer: torch.optim.Optimizer,
+        noise: torch.Tensor | None,
     ) -> CorrectionProblem:
         """Eq. (10) on this update's correction states, for the correction solver."""
         # Taken on first use, which is at pi'_t: only multi-step solvers and logging need it.
         snapshot = functools.cache(lambda: self.backbone.policy_snapshot(states["observation"]))
         return CorrectionProblem(
             loss=lambda reference: self._correction_loss(
-                self.backbone, self.constraint, states, baseline, reference, weights
+                self.backbone, self.constraint, states, baseline, reference, weights, noise
             ),
             snapshot=snapshot,
             params=self.backbone.parameter_groups()["actor"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torch import nn
@@ -266,3 +267,34 @@ def test_correction_with_the_constraint_violated_raises_the_weighted_gain():
     assert violations[-1] < violations[0]
     # The policy moved away from pi'_t to buy that gain.
     assert kls[0] < 1e-6 < kls[-1]
+
+
+# --- the estimator of the gain: common random numbers ----------------------------------------
+
+
+def test_tanh_normal_sample_matches_torchs_tanh_transformed_gaussian():
+    from torch.distributions import TanhTransform, TransformedDistribution
+
+    from picor_gin.backbones.sac import tanh_normal_sample
+
+    loc, scale = torch.tensor([[0.3, -1.2]]), torch.tensor([[0.5, 2.0]])
+    noise = torch.tensor([[0.7, -0.4]])
+    action, log_prob = tanh_normal_sample(loc, scale, noise)
+    assert torch.allclose(action, torch.tanh(loc + scale * noise))
+    reference = TransformedDistribution(Normal(loc, scale), [TanhTransform()]).log_prob(action).sum(-1)
+    assert torch.allclose(log_prob, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_advantage_of_pi_t_itself_is_exactly_zero_only_with_shared_noise(shared):
+    # Without an actor step, pi_phi = pi_t: with pi_t's draw reused, every state's advantage is
+    # Q(s, a) - k alpha log pi(a) minus the very same number; independent draws differ.
+    sac = _sac(shared_correction_noise=shared)
+    states = _states()
+    pi_t = sac.policy_snapshot(states["observation"])
+    baseline = sac.value_baseline(states["observation"], states["task_id"], pi_t)
+    advantage, _ = sac.correction_terms(states["observation"], states["task_id"], baseline, None, pi_t["noise"])
+    if shared:
+        assert torch.allclose(advantage, torch.zeros_like(advantage), atol=1e-6)
+    else:
+        assert advantage.abs().mean() > 1e-3

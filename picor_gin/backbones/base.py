@@ -81,8 +81,12 @@ class Backbone(nn.Module, abc.ABC):
         task_id: torch.Tensor,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A^{pi_t}(s, a; z) with a from pi_phi, differentiable in phi; divergence(pi_phi || pi'_t)).
+
+        `noise`: the draw of pi_t's snapshot ("noise"), which a stochastic backbone may reuse
+        so that pi_phi and pi_t are compared on the same draw.
 
         `pi_prime` None means phi is pi'_t: the divergence is then taken to the policy's own
         detached outputs (zero, with the Fisher matrix as its Hessian), sparing a snapshot.

@@ -33,6 +33,19 @@ def soft_bellman_target(
     return bootstrapped_target(reward, terminated, soft_value, gamma)
 
 
+def tanh_normal_sample(
+    loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = tanh(loc + scale * noise) and log pi(a), summed over action dims.
+
+    The change of variables in the stable form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))
+    (Haarnoja et al. 2018, appendix C); given the noise, so two policies can share a draw.
+    """
+    pre_tanh = loc + scale * noise
+    log_prob = Normal(loc, scale).log_prob(pre_tanh) - 2 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+    return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
 class SAC(Backbone):
     """Soft actor-critic with one learnable temperature per task (DESIGN.md section 1, step 3).
@@ -52,6 +65,10 @@ class SAC(Backbone):
             A = Q(s,a) - k alpha_z log pi(a|s) - E_{a'~pi_t}[Q(s,a') - k alpha_z log pi_t(a'|s)].
             k = 0 is the paper's raw-Q advantage; k = 1 the soft advantage, consistent with the
             soft objective SAC's actor step optimises (DESIGN.md section 1, "Calibration").
+        shared_correction_noise: the correction samples pi_phi's action with the noise pi_t's
+            baseline action was drawn with (common random numbers), so the advantage of pi'_t
+            measures the update's change instead of two independent draws' difference; False
+            draws it afresh, as the paper's estimator does.
     """
 
     task_stat_names = frozenset({"alpha"})
@@ -67,6 +84,7 @@ class SAC(Backbone):
         initial_alpha: float = 1.0,
         target_entropy: float | None = None,
         advantage_entropy_coef: float = 1.0,
+        shared_correction_noise: bool = True,
     ):
         super().__init__(gamma, target_update_rate)
         if not initial_alpha > 0:
@@ -74,6 +92,7 @@ class SAC(Backbone):
         network = network or OneHotMLP()
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.advantage_entropy_coef = advantage_entropy_coef
+        self.shared_correction_noise = shared_correction_noise
         self.actor = nn.Sequential(network.actor(obs_dim, 2 * action_dim, num_tasks), NormalParamExtractor())
         self.critic = network.critic(obs_dim, action_dim, num_tasks)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -133,10 +152,11 @@ class SAC(Backbone):
 
     @torch.no_grad()
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
-        dist, loc, scale = self._distribution(observation)
-        action, log_prob = dist.rsample_and_log_prob()
+        loc, scale = self.actor(observation)
+        noise = torch.randn_like(loc)
+        action, log_prob = tanh_normal_sample(loc, scale, noise)
         return TensorDict(
-            {"loc": loc, "scale": scale, "action": action, "log_prob": log_prob},
+            {"loc": loc, "scale": scale, "action": action, "log_prob": log_prob, "noise": noise},
             batch_size=observation.shape[:-1],
         )
 
@@ -154,9 +174,12 @@ class SAC(Backbone):
         task_id: torch.Tensor,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        dist, loc, scale = self._distribution(observation)
-        action, log_prob = dist.rsample_and_log_prob()
+        loc, scale = self.actor(observation)
+        if noise is None or not self.shared_correction_noise:
+            noise = torch.randn_like(loc)
+        action, log_prob = tanh_normal_sample(loc, scale, noise)
         alpha = self.log_alpha.detach().exp()[task_id]
         gain = frozen_q(self.critic, observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
         if pi_prime is None:

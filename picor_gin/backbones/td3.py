@@ -142,7 +142,9 @@ class TD3(Backbone):
         task_id: torch.Tensor,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic actor draws no noise; `noise` is unused."""
         action = self.actor(observation)
         gain = frozen_q(self.critic, observation, action).min(-1).values
         reference = action.detach() if pi_prime is None else pi_prime["action"]
