@@ -298,3 +298,23 @@ def test_advantage_of_pi_t_itself_is_exactly_zero_only_with_shared_noise(shared)
         assert torch.allclose(advantage, torch.zeros_like(advantage), atol=1e-6)
     else:
         assert advantage.abs().mean() > 1e-3
+
+
+def test_advantage_is_read_from_the_chosen_critic():
+    # Baseline 0 and pi'_t = pi_t: the gain is the chosen critic's soft value at pi_t's actions,
+    # and the target critic differs from the online one once the online one has moved.
+    sac = _sac(advantage_critic="target")
+    with torch.no_grad():
+        for p in sac.critic.parameters():
+            p.add_(0.5)
+    states = _states()
+    pi_t = sac.policy_snapshot(states["observation"])
+    zero = torch.zeros(NUM_TASKS, STATES_PER_TASK)
+    gain, _ = sac.correction_terms(states["observation"], states["task_id"], zero, None, pi_t["noise"])
+    alpha = sac.log_alpha.exp()[states["task_id"]]
+    soft = lambda critic: critic(states["observation"], pi_t["action"]).min(-1).values - alpha * pi_t["log_prob"]
+    assert torch.allclose(gain, soft(sac.target_critic), atol=1e-5)
+    assert not torch.allclose(gain, soft(sac.critic), atol=1e-2)
+    assert torch.allclose(sac.value_baseline(states["observation"], states["task_id"], pi_t), soft(sac.target_critic), atol=1e-5)
+    with pytest.raises(ValueError, match="advantage_critic"):
+        _sac(advantage_critic="twin")

@@ -69,6 +69,8 @@ class SAC(Backbone):
             baseline action was drawn with (common random numbers), so the advantage of pi'_t
             measures the update's change instead of two independent draws' difference; False
             draws it afresh, as the paper's estimator does.
+        advantage_critic: the critic A^{pi_t} is read from: "online" (the paper's) or "target",
+            the Polyak average, which drifts less while the sampler dwells on another task.
     """
 
     task_stat_names = frozenset({"alpha"})
@@ -85,6 +87,7 @@ class SAC(Backbone):
         target_entropy: float | None = None,
         advantage_entropy_coef: float = 1.0,
         shared_correction_noise: bool = True,
+        advantage_critic: str = "online",
     ):
         super().__init__(gamma, target_update_rate)
         if not initial_alpha > 0:
@@ -93,6 +96,9 @@ class SAC(Backbone):
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.advantage_entropy_coef = advantage_entropy_coef
         self.shared_correction_noise = shared_correction_noise
+        if advantage_critic not in ("online", "target"):
+            raise ValueError(f"SAC.advantage_critic must be 'online' or 'target', got {advantage_critic!r}")
+        self.advantage_critic = advantage_critic
         self.actor = nn.Sequential(network.actor(obs_dim, 2 * action_dim, num_tasks), NormalParamExtractor())
         self.critic = network.critic(obs_dim, action_dim, num_tasks)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -150,6 +156,9 @@ class SAC(Backbone):
     def task_stats(self) -> dict[str, torch.Tensor]:
         return {"alpha": self.log_alpha.detach().exp()}
 
+    def _advantage_critic(self) -> nn.Module:
+        return self.target_critic if self.advantage_critic == "target" else self.critic
+
     @torch.no_grad()
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
         loc, scale = self.actor(observation)
@@ -165,7 +174,7 @@ class SAC(Backbone):
         self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
     ) -> torch.Tensor:
         alpha = self.log_alpha.exp()[task_id]
-        q = self.critic(observation, pi_t["action"]).min(-1).values
+        q = self._advantage_critic()(observation, pi_t["action"]).min(-1).values
         return q - self.advantage_entropy_coef * alpha * pi_t["log_prob"]
 
     def correction_terms(
@@ -181,7 +190,7 @@ class SAC(Backbone):
             noise = torch.randn_like(loc)
         action, log_prob = tanh_normal_sample(loc, scale, noise)
         alpha = self.log_alpha.detach().exp()[task_id]
-        gain = frozen_q(self.critic, observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
+        gain = frozen_q(self._advantage_critic(), observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
         if pi_prime is None:
             reference_loc, reference_scale = loc.detach(), scale.detach()
         else:
