@@ -62,3 +62,25 @@ def test_each_ablation_cell_binds_its_weighting_and_constraint(gin_file):
     assert weighting == ("SoftmaxAlphaWeights" if ada == "adaO" else "UniformWeights")
     assert constraint == ("QuadraticPenalty" if cor == "corO" else "NoCorrection")
     assert gin.query_parameter("Experiment.name") == gin_file.stem
+
+
+STUDY_FILES = sorted(
+    p.relative_to(REPO) for folder in ("interference", "uneven") for p in (REPO / "gin_configs" / folder).glob("*.gin")
+)
+
+
+@pytest.mark.parametrize("gin_file", STUDY_FILES, ids=str)
+def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
+    from picor_gin.correction_solvers import TrustRegionProjection
+    from picor_gin.samplers import UniformEveryK
+    from picor_gin.tasks import PointGoals, UnevenPointGoals
+
+    built = _build(str(gin_file), tmp_path=tmp_path)
+    assert built.module.task_names  # the experiment built
+    if gin_file.parent.name == "interference":
+        assert type(built.data.task_set) is PointGoals and isinstance(built.data.sampler, UniformEveryK)
+        assert built.data.sampler.k == 250  # the dwell that makes tasks interfere
+    else:
+        assert type(built.data.task_set) is UnevenPointGoals and built.data.sampler.k == 1
+    assert isinstance(built.module.correction_solver, TrustRegionProjection) == ("trust_region" in gin_file.stem)
+    assert gin.query_parameter("Experiment.name") == gin_file.stem
