@@ -8,7 +8,8 @@ interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rl
     python launch/report.py runs/sweep1 --out            # ... and writes it to ./report.md
     python launch/report.py runs/a runs/b --metric mean_return --out results/table.md
 
---metric defaults to the first of mean_success, mean_score, mean_return that every run reports.
+--metric defaults to the first of mean_success, mean_score, mean_return that every run reports;
+average_forgetting (how far the tasks fell below their own best, averaged over the run) is lower-is-better.
 --reps and --seed fix the bootstrap, so the same runs always give the same table.
 Exit status: 0 done; 2 nothing to report (no run found, or the metric is null), one line on stderr.
 """
@@ -21,13 +22,14 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.report import METRICS, ReportError, build_report  # noqa: E402
+from picor_gin.report import LOWER_IS_BETTER, METRICS, ReportError, build_report  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT")
-    parser.add_argument("--metric", choices=METRICS, default=None, help="default: first of these every run reports")
+    parser.add_argument("--metric", choices=METRICS + LOWER_IS_BETTER, default=None,
+                        help=f"default: the first of {', '.join(METRICS)} every run reports")
     parser.add_argument("--out", type=Path, nargs="?", const=Path("report.md"), default=None,
                         help="also write the table to FILE (report.md when FILE is left out)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.data import MultiTaskData
 from picor_gin.evaluation import evaluate, headline_metric
+from picor_gin.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 from picor_gin.tasks import TaskSet
 
 
@@ -22,7 +23,8 @@ def _env_steps(trainer: L.Trainer) -> int:
 
 
 class PeriodicEvaluation(L.Callback):
-    """Evaluates every `every_env_steps` and at the end; appends rows to eval.jsonl (rank 0)."""
+    """Evaluates every `every_env_steps` and at the end; appends rows to eval.jsonl (rank 0), each
+    with the per-task "forgetting" since the task's best evaluation and their "mean_forgetting"."""
 
     def __init__(self, task_set: TaskSet, every_env_steps: int, episodes: int, seed: int, path: Path):
         self.task_set = task_set
@@ -32,6 +34,8 @@ class PeriodicEvaluation(L.Callback):
         self.path = Path(path)
         self.last_env_steps = -1
         self.last_row: dict[str, Any] | None = None
+        self.bests: dict[str, float] = {}  # each task's best headline metric so far
+        self.mean_forgettings: list[float] = []  # one per row of eval.jsonl
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps:
@@ -50,27 +54,42 @@ class PeriodicEvaluation(L.Callback):
         if not trainer.is_global_zero:
             return None
         row = {"env_steps": env_steps, **evaluate(pl_module.policy, self.task_set, self.episodes, self.seed)}
+        row["forgetting"], self.bests = forgetting_step(self.bests, row)
+        row["mean_forgetting"] = mean_over_tasks(row["forgetting"])
+        self.mean_forgettings.append(row["mean_forgetting"])
         self.last_row = row
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         metrics = {}
         for name, result in row["tasks"].items():
             metrics.update({f"eval/{k}/{name}": v for k, v in result.items() if v is not None})
-        metrics.update({f"eval/{k}": row[k] for k in ("mean_return", "mean_success", "mean_score") if row[k] is not None})
+        metrics.update({f"eval/forgetting/{name}": value for name, value in row["forgetting"].items()})
+        keys = ("mean_return", "mean_success", "mean_score", "mean_forgetting")
+        metrics.update({f"eval/{k}": row[k] for k in keys if row[k] is not None})
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=env_steps)
         return row
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's evaluation part: the last row and "average_forgetting", the mean of
+        "mean_forgetting" over all the run's evaluations (empty on ranks that do not evaluate)."""
+        if self.last_row is None:
+            return {}
+        return {**self.last_row, "average_forgetting": sum(self.mean_forgettings) / len(self.mean_forgettings)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_env_steps": self.last_env_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume, drops rows written after the checkpoint: they will be evaluated again."""
+        """On resume, drops rows written after the checkpoint (they will be evaluated again) and
+        rebuilds the per-task bests from the kept ones, so forgetting goes on from them."""
         self.last_env_steps = state_dict["last_env_steps"]
         if self.path.exists():
-            rows = self.path.read_text().splitlines(keepends=True)
-            kept = [row for row in rows if json.loads(row)["env_steps"] <= self.last_env_steps]
-            self.path.write_text("".join(kept))
+            rows = [json.loads(line) for line in self.path.read_text().splitlines()]
+            kept = [row for row in rows if row["env_steps"] <= self.last_env_steps]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            history, self.bests = forgetting_history(kept)
+            self.mean_forgettings = [mean_over_tasks(forgetting) for forgetting in history]
 
 
 class EnvStepCheckpoint(L.Callback):

@@ -138,7 +138,7 @@ class Experiment:
         (run_dir / "config.gin").write_text(config)
         built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
-        summary = {**(built.evaluation.last_row or {}), **built.monitor.totals(built.trainer)}
+        summary = {**built.evaluation.summary(), **built.monitor.totals(built.trainer)}
         if built.trainer.world_size > 1:
             summary["process_parameter_checksums"] = built.module.process_checksums
         if built.trainer.is_global_zero:

@@ -1,5 +1,5 @@
 """Figures from run folders' own logs: learning curves with a band over seeds (the paper's
-Figure 2 style), per-task curves, and the adaptive weights w_z over time (Figure 4 style)."""
+Figure 2 style), per-task curves, forgetting, and the adaptive weights w_z over time (Figure 4 style)."""
 from __future__ import annotations
 
 import collections
@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from picor_gin.evaluation import headline_metric  # noqa: E402
+from picor_gin.forgetting import forgetting_history, mean_over_tasks  # noqa: E402
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
@@ -73,6 +74,16 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         ax.axis("off")
     axes.flat[0].legend(fontsize="small")
     written.append(_save(fig, out_dir / f"per_task_{metric}.png"))
+
+    # Rebuilt from the scores rather than read from "mean_forgetting", so run folders older than that key plot too.
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    for name, members in runs.items():
+        _plot_band(ax, [(np.array([r["env_steps"] for r in rows]),
+                         np.array([mean_over_tasks(f) for f in forgetting_history(rows)[0]])) for _, rows in members], name)
+    ax.set(xlabel="environment steps", ylabel=f"mean forgetting over tasks ({metric})",
+           title=f"forgetting: drop below each task's best {metric} so far (band: ±1 std over seeds)")
+    ax.legend()
+    written.append(_save(fig, out_dir / "forgetting.png"))
 
     weights = {name: [_scalars(run_dir, "train/weight/") for run_dir, _ in members] for name, members in runs.items()}
     weights = {name: per_run for name, per_run in weights.items() if all(per_run)}

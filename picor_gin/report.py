@@ -16,6 +16,7 @@ from rliable import metrics as rly_metrics
 from picor_gin.plots import experiment_name
 
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
+LOWER_IS_BETTER = ("average_forgetting",)  # on request only: a run's mean drop of each task below its best
 CONFIDENCE = 0.95
 
 
@@ -93,8 +94,9 @@ def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) 
 
 def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     """The table with a caption naming the metric and how the interval was drawn."""
+    direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
     lines = [
-        f"Final `{metric}` over seeds; IQM with {CONFIDENCE:.0%} percentile-bootstrap CI "
+        f"Final `{metric}` over seeds{direction}; IQM with {CONFIDENCE:.0%} percentile-bootstrap CI "
         f"(rliable, {reps} reps, seed {seed}).",
         "",
         f"| experiment | seeds | {metric} (mean ± std) | IQM [{CONFIDENCE:.0%} CI] |",

@@ -34,7 +34,7 @@ def _png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-def test_plot_writes_mean_per_task_and_weight_figures(tmp_path):
+def test_plot_writes_mean_per_task_forgetting_and_weight_figures(tmp_path):
     runs = [tmp_path / f"picor-s{seed}" for seed in (0, 1)] + [tmp_path / "mtsac-s0"]
     for seed, run in enumerate(runs[:2]):
         _fake_run(run, "tiny_picor", seed)
@@ -43,11 +43,13 @@ def test_plot_writes_mean_per_task_and_weight_figures(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "launch" / "plot.py"), *map(str, runs), f"--out={out}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["mean_score.png", "per_task_score.png", "task_weights.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["forgetting.png", "mean_score.png", "per_task_score.png",
+                                                     "task_weights.png"]
     assert _png_size(out / "mean_score.png") == (800, 500)
     assert _png_size(out / "per_task_score.png") == (800, 300)  # 2 tasks x (4 x 3 inches) at 100 dpi
     assert _png_size(out / "task_weights.png") == (1600, 500)  # one panel per experiment
-    assert all((out / name).stat().st_size > 10_000 for name in ("mean_score.png", "task_weights.png"))
+    assert _png_size(out / "forgetting.png") == (800, 500)  # from rows without the key, as older runs wrote them
+    assert all((out / name).stat().st_size > 10_000 for name in ("mean_score.png", "task_weights.png", "forgetting.png"))
 
 
 def test_plot_refuses_a_folder_without_evaluations(tmp_path):

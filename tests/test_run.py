@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from picor_gin.forgetting import forgetting_history, mean_over_tasks
 from tests.conftest import run_cli
 
 SHORT = [
@@ -32,14 +33,21 @@ def test_run_writes_the_run_folder(short_run):
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert [row["env_steps"] for row in rows] == [1_100, 1_200]
     for row in rows:
-        assert set(row) == {"env_steps", "tasks", "mean_return", "mean_success", "mean_score"}
+        assert set(row) == {"env_steps", "tasks", "mean_return", "mean_success", "mean_score",
+                            "forgetting", "mean_forgetting"}
         assert set(row["tasks"]) == {"goal0", "goal1", "goal2", "goal3"}
         assert row["mean_success"] is None and isinstance(row["mean_score"], float)
         assert row["mean_return"] == pytest.approx(
             sum(t["return"] for t in row["tasks"].values()) / 4
         )
+    # Forgetting follows each task's normalized score (PointGoals has no success flag).
+    history, _ = forgetting_history(rows)
+    assert [row["forgetting"] for row in rows] == history and history[0] == dict.fromkeys(rows[0]["tasks"], 0.0)
+    assert [row["mean_forgetting"] for row in rows] == [mean_over_tasks(f) for f in history]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == 1_200 and summary["tasks"] == rows[-1]["tasks"]
+    assert summary["mean_forgetting"] == rows[-1]["mean_forgetting"]
+    assert summary["average_forgetting"] == pytest.approx(sum(row["mean_forgetting"] for row in rows) / 2)
     assert summary["total_env_steps"] == 1_200
     assert summary["updates"] == 200  # 1_200 steps - 4 x 250 warm-up steps, one update per step
     assert summary["env_steps_per_second"] > 0 and summary["updates_per_second"] > 0
@@ -132,8 +140,11 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
 
     result = run_cli("--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    steps = [row["env_steps"] for row in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 1_600
+    # Forgetting went on from the bests of the rows kept at the checkpoint.
+    assert [row["forgetting"] for row in rows] == forgetting_history(rows)[0]
     final = torch.load(checkpoint, weights_only=False)
     assert final["updates"] == 600  # 1_600 - 1_000 warm-up steps: no update repeated or lost
     # The pre-crash transitions are still in the buffers, followed by the resumed ones.

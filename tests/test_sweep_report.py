@@ -45,7 +45,7 @@ def _fake_run(run_dir, name: str, seed: int, score: float, finished: bool = True
     (run_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if finished:
         totals = {"wall_time_s": 12.5, "total_env_steps": 2_000, "updates": 1_000,
-                  "env_steps_per_second": 160.0, "updates_per_second": 80.0}
+                  "env_steps_per_second": 160.0, "updates_per_second": 80.0, "average_forgetting": score / 4}
         (run_dir / "summary.json").write_text(json.dumps({**rows[-1], **totals}, indent=2) + "\n")
 
 
@@ -106,6 +106,13 @@ def test_report_cli_writes_markdown_with_one_row_per_experiment(runs_root, tmp_p
 
     assert report.main([str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err == f"error: no such file or folder: {tmp_path / 'nothing'}\n"
+
+
+def test_report_tables_average_forgetting_on_request_as_lower_is_better(runs_root, capsys):
+    assert report.main([str(runs_root), "--metric", "average_forgetting", "--reps", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Final `average_forgetting` over seeds (lower is better);")
+    assert lines[4].startswith("| tiny_mtsac | 4 | 0.119 ± 0.072 |")  # the scores' 0.475 ± 0.286, over 4
 
 
 def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
