@@ -213,6 +213,11 @@ def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
             "other than plain MLPs, so this ratio is not "
             "its overhead; the 0.8 target is for MTSAC configs."
         )
+    for config, (figures, _) in rows.items():
+        mtsac = rows.get(config.replace("_picor", "_mtsac")) if config.endswith("_picor") else None
+        if mtsac is not None:
+            ratio = figures["updates/s (training_step)"] / mtsac[0]["updates/s (training_step)"]
+            lines.append(f"\n{config} / {config.replace('_picor', '_mtsac')} updates/s: {ratio:.2f} (the correction's cost; >= 0.75 asked)")
     return "\n".join(lines)
 
 
