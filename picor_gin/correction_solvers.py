@@ -62,10 +62,15 @@ class CorrectionSolver(abc.ABC):
 
     @staticmethod
     def _start(problem: CorrectionProblem) -> tuple[dict[str, torch.Tensor], bool]:
-        """The terms at pi'_t and whether the constraint form pulls on the actor there."""
-        terms = problem.loss(None)
-        active = problem.constraint.active(terms["task_gains"].detach(), problem.weights)
-        return terms, problem.any_process(active)
+        """The terms at pi'_t and whether the constraint form pulls on the actor there.
+
+        The check runs without autograd, and the terms are evaluated again with it only where
+        the phase goes on: most updates stop here (benchmarks/throughput.py).
+        """
+        with torch.no_grad():
+            terms = problem.loss(None)
+        active = problem.any_process(problem.constraint.active(terms["task_gains"], problem.weights))
+        return (problem.loss(None) if active else terms), active
 
 
 @gin.configurable

@@ -99,6 +99,8 @@ def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor)
     The actor's and the correction's losses differentiate through `action` only; a functional
     call keeps the critic out of their graphs without toggling its requires_grad.
     """
+    if not torch.is_grad_enabled():  # nothing to keep out of a graph: skip the functional call's cost
+        return critic(observation, action)
     params = {name: p.detach() for name, p in critic.named_parameters()}
     return torch.func.functional_call(critic, params, (observation, action))
 
