@@ -87,10 +87,12 @@ def test_no_correction_by_one_binding(tmp_path):
 
 
 def test_lagrange_penalty_by_one_binding(tmp_path):
-    run, _, scalars = _train(tmp_path, ["PiCor.constraint = @LagrangePenalty"])
+    # Started at 1: a positive multiplier keeps the phase active, and dual descent lowers it
+    # while the constraint holds (with common random numbers the tiny set rarely violates it).
+    run, _, scalars = _train(tmp_path, ["PiCor.constraint = @LagrangePenalty", "LagrangePenalty.initial_multiplier = 1.0"])
     assert isinstance(run.module.constraint, LagrangePenalty)
     multiplier = scalars["train/multiplier"]
-    assert min(multiplier) >= 0 and max(multiplier) > 0  # the constraint was violated at times
+    assert min(multiplier) >= 0 and multiplier[-1] < multiplier[0] < 1.0, multiplier
     assert float(run.module.constraint.multiplier) == pytest.approx(multiplier[-1])
 
 
