@@ -52,9 +52,12 @@ class CorrectionSolver(abc.ABC):
 
     Attributes:
         max_steps: the most `PiCor.correction_steps` the solver accepts; None for any number.
+        differentiates_twice: whether it backpropagates through a gradient (torch.compile's
+            graphs do not support that, so the module leaves the correction loss eager).
     """
 
     max_steps: int | None = None
+    differentiates_twice: bool = False
 
     @abc.abstractmethod
     def solve(self, problem: CorrectionProblem, steps: int) -> tuple[dict[str, torch.Tensor], bool]:
@@ -141,6 +144,7 @@ class TrustRegionProjection(CorrectionSolver):
     """
 
     max_steps = 1
+    differentiates_twice = True
 
     def __init__(self, max_kl: float = 0.01, cg_iterations: int = 10, damping: float = 0.01):
         for name, value in [("max_kl", max_kl), ("cg_iterations", cg_iterations)]:
@@ -177,6 +181,7 @@ class TrustRegionProjection(CorrectionSolver):
         with torch.no_grad():
             for param, delta in zip(problem.params, step.split([p.numel() for p in problem.params])):
                 param.add_(delta.view_as(param))
+        problem.constraint.after_step(first["task_gains"].detach(), problem.weights)
         return first, True
 
 

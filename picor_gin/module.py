@@ -61,7 +61,8 @@ class PiCor(L.LightningModule):
             its own state.
         compile_mode: None runs the update eagerly; a torch.compile mode ("default",
             "reduce-overhead" for CUDA graphs, "max-autotune") compiles the backbone's losses and
-            the correction loss (the optimizer steps stay eager).
+            the correction loss (the optimizer steps stay eager; the correction loss too under a
+            solver that differentiates twice, such as TrustRegionProjection).
         gradient_surgery: None steps on the gradient of the batch's mean loss; `@PCGrad()`
             combines the per-task gradients of the optimization phase by PCGrad (needs batches
             with several tasks: the AllTasks sampler).
@@ -123,7 +124,8 @@ class PiCor(L.LightningModule):
             if compile_mode not in modes:
                 raise ValueError(f"PiCor.compile_mode must be None or one of {sorted(modes)}, got {compile_mode!r}")
             self._losses = torch.compile(self._losses, mode=compile_mode)
-            self._correction_loss = torch.compile(self._correction_loss, mode=compile_mode)
+            if not self.correction_solver.differentiates_twice:
+                self._correction_loss = torch.compile(self._correction_loss, mode=compile_mode)
         self.updates = 0
         self.process_checksums: list[float] = []
         # Share of updates whose correction constraint was active, accumulated on the device.

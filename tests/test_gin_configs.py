@@ -82,5 +82,6 @@ def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
         assert built.data.sampler.k == 250  # the dwell that makes tasks interfere
     else:
         assert type(built.data.task_set) is UnevenPointGoals and built.data.sampler.k == 1
-    assert isinstance(built.module.correction_solver, TrustRegionProjection) == ("trust_region" in gin_file.stem)
+    if gin_file.parent.name == "interference" and "corX" not in gin_file.stem:  # the solver is explicit
+        assert isinstance(built.module.correction_solver, TrustRegionProjection) == ("trust_region" in gin_file.stem)
     assert gin.query_parameter("Experiment.name") == gin_file.stem
