@@ -2,11 +2,14 @@
 and a non-finite value stops the run with a message naming it."""
 from __future__ import annotations
 
+import functools
+
 import lightning as L
 import pytest
 import torch
 
 from picor_gin.backbones import SAC
+from picor_gin.constraints import LagrangePenalty
 from picor_gin.correction_solvers import PenaltyDescent
 from picor_gin.data import MultiTaskData
 from picor_gin.module import PiCor
@@ -64,7 +67,9 @@ class _CountingDescent(PenaltyDescent):
 def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(correction_steps):
     torch.manual_seed(0)
     solver = _CountingDescent()
-    module = _module(correction_steps=correction_steps, correction_solver=solver)
+    # A positive multiplier keeps the constraint form active, so the phase runs on every update.
+    constraint = functools.partial(LagrangePenalty, initial_multiplier=1.0)
+    module = _module(correction_steps=correction_steps, correction_solver=solver, constraint=constraint)
     batches = _batches(module, 6)
     critic_before = [p.clone() for p in module.backbone.critic.parameters()]
     trainer = _fit(module, batches)
@@ -75,7 +80,7 @@ def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(cor
     steps = [s["step"] for s in correction_opt.state.values()]
     # The correction steps only on updates whose constraint pi'_t violates (a projection).
     assert steps == ([] if correction_steps == 0 else [2 * solver.moved] * len(steps))
-    assert (solver.moved > 0) == (correction_steps > 0)
+    assert solver.moved == (6 if correction_steps > 0 else 0)
 
 
 def test_uniform_weights_and_no_correction_leave_the_actor_to_the_backbone_alone():
