@@ -80,7 +80,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
     [
         (["--gin_bindings=PiCor.nope = 1"], "PiCor"),
         (["--gin_bindings=PiCor.lamb = 1.0"], "did you mean lam?"),
-        (["--gin_bindings=Experiment.task_set = @PointGoal()"], "did you mean PointGoals?"),
+        (["--gin_bindings=Experiment.task_set = @PointGoal()"], "did you mean PointGoals"),
         (["--gin_bindings=SoftmaxAlphaWeights.tau = 0.0"], "tau must be > 0"),
         (["--gin_bindings=PiCor.lam = -1.0"], "lam must be >= 0"),
         (["--gin_bindings=PiCor.c = 0.5"], "c must be <= 0"),
