@@ -121,7 +121,8 @@ def conjugate_gradient(
     return x
 
 
-def _flat(tensors: tuple[torch.Tensor | None, ...], params: list[nn.Parameter]) -> torch.Tensor:
+def flat_gradient(tensors: tuple[torch.Tensor | None, ...], params: list[nn.Parameter]) -> torch.Tensor:
+    """One vector of `params`' gradients, zeros where a parameter got none (autograd's None)."""
     return torch.cat([(torch.zeros_like(p) if t is None else t).flatten() for t, p in zip(tensors, params)])
 
 
@@ -158,12 +159,12 @@ class TrustRegionProjection(CorrectionSolver):
 
     def step(self, violation: torch.Tensor, kl: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
         """The flat parameter step d for a violation and a KL (zero-valued at pi'_t) graph."""
-        gradient = _flat(torch.autograd.grad(violation, params, retain_graph=True, allow_unused=True), params)
-        kl_gradient = _flat(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
+        gradient = flat_gradient(torch.autograd.grad(violation, params, retain_graph=True, allow_unused=True), params)
+        kl_gradient = flat_gradient(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:
             product = torch.autograd.grad(kl_gradient @ vector, params, retain_graph=True, allow_unused=True)
-            return _flat(product, params) + self.damping * vector
+            return flat_gradient(product, params) + self.damping * vector
 
         direction = conjugate_gradient(fisher_product, -gradient, self.cg_iterations)
         curvature = -(gradient @ direction)  # g^T F^-1 g > 0

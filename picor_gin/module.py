@@ -22,7 +22,7 @@ from tensordict import TensorDictBase
 from picor_gin.backbones import SAC, Backbone
 from picor_gin.constraints import ConstraintForm, QuadraticPenalty
 from picor_gin.correction import correction_diagnostics, correction_loss
-from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps
+from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps, flat_gradient
 from picor_gin.data import Batch
 from picor_gin.gradient_surgery import PCGrad
 from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
@@ -249,10 +249,7 @@ class PiCor(L.LightningModule):
             start += len(group)
             if all(g is None for grads in group_grads for g in grads):
                 continue  # no loss for this group on this update (TD3's delayed actor): no step
-            flat = torch.stack([
-                torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, group)])
-                for grads in group_grads
-            ])
+            flat = torch.stack([flat_gradient(grads, group) for grads in group_grads])
             combined, metrics[f"gradient_conflict_share_{name}"] = self.gradient_surgery.combine(flat)
             for p, g in zip(group, combined.split([p.numel() for p in group])):
                 surrogate = surrogate + (p * g.view_as(p)).sum()
