@@ -7,7 +7,10 @@ For each gin config it prints env steps per second of collection alone (the curr
 acting), updates per second of `training_step` alone (Lightning's manual optimization, batches
 already sampled), updates per second of the plain-torch SAC loop of benchmarks/plain_sac.py with
 the config's observation and action sizes, task count, hidden sizes and batch size, their ratio,
-and iterations per second of the whole loop (collect, sample, update).
+and iterations per second of the whole loop (collect, sample, update). For a config with a
+correction phase it adds the updates per second of the same module with the phase off (the
+ablation Cor X, `PiCor.correction_steps = 0`) on the same batches, their ratio (the correction's
+cost), and the share of updates whose correction was active.
 
 `--compiled` adds the updates per second of `training_step` with `PiCor.compile_mode = 'default'`
 on the same batches (compilation happens in the untimed warm-up updates). `--ddp_env_steps N`
@@ -19,10 +22,10 @@ backbone on plain MLPs, without the correction phase (`PiCor.correction_steps = 
 surgery (the MTSAC configs); the issue asks for at least 0.8 there. Elsewhere the framework does
 other or more work, and the ratio is marked `*`.
 
-Both sides run in one process, so they share torch's thread count (`--threads`), and they
-alternate: plain, framework, plain, framework, ... for `--rounds` rounds of `--updates` timed
+All sides run in one process, so they share torch's thread count (`--threads`), and they
+alternate: plain, framework, correction off, plain, ... for `--rounds` rounds of `--updates` timed
 updates each. Load from other processes only ever slows a round down, so each side's figure is
-its fastest round (as `timeit` does), and alternation gives both sides the same chance of a
+its fastest round (as `timeit` does), and alternation gives every side the same chance of a
 quiet round.
 """
 from __future__ import annotations
@@ -53,6 +56,7 @@ from picor_gin.experiment import Experiment  # noqa: E402
 from picor_gin.module import PiCor  # noqa: E402
 
 RATIO = "training_step / plain"
+CORRECTION_RATIO = "with / without correction"
 
 
 class _Timer(L.Callback):
@@ -112,18 +116,41 @@ def plain_sizes(module: PiCor, batch: Batch) -> dict[str, Any]:
     }
 
 
-def side_by_side(module: PiCor, batches: list[Batch], rounds: int, warmup: int) -> tuple[float, float]:
-    """(framework, plain) updates per second, each the fastest of `rounds` alternating rounds."""
+def _counting_active(module: PiCor) -> list[int]:
+    """[active, all]: how many of the module's correction phases moved the actor, from here on."""
+    counts, solve = [0, 0], module.correction_solver.solve
+
+    def counted(problem, steps):
+        terms, moved = solve(problem, steps)
+        counts[0] += int(moved)
+        counts[1] += 1
+        return terms, moved
+
+    module.correction_solver.solve = counted
+    return counts
+
+
+def side_by_side(
+    module: PiCor, batches: list[Batch], rounds: int, warmup: int, without_correction: PiCor | None = None
+) -> dict[str, float]:
+    """Updates per second of plain SAC, the framework and (if given) the framework without its
+    correction phase, on the same batches: each the fastest of `rounds` alternating rounds."""
     sizes = plain_sizes(module, batches[0])
     updates = len(batches) - warmup
     threads = torch.get_num_threads()
-    framework, plain = [], []
+    sides = {
+        "plain": lambda: plain_sac.updates_per_second(**sizes, updates=updates, warmup=warmup),
+        "framework": lambda: _framework_rate(module, batches, warmup),
+    }
+    if without_correction is not None:
+        sides["without correction"] = lambda: _framework_rate(without_correction, batches, warmup)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
-        plain.append(plain_sac.updates_per_second(**sizes, updates=updates, warmup=warmup))
-        framework.append(_framework_rate(module, batches, warmup))
+        for name, rate in sides.items():
+            rates[name].append(rate())
         if torch.get_num_threads() != threads:
             raise RuntimeError(f"torch threads changed from {threads} to {torch.get_num_threads()}")
-    return max(framework), max(plain)
+    return {name: max(values) for name, values in rates.items()}
 
 
 def _build(config: str, bindings: list[str]):
@@ -166,7 +193,22 @@ def measure(
     collect_rate = (data.env_steps - steps_before) / (time.perf_counter() - started)
 
     batches = [data.sample(data.sampler.tasks(i)) for i in range(warmup + updates)]
-    framework, plain = side_by_side(module, batches, rounds, warmup)
+    correcting = module.correction_steps > 0 and module.constraint.corrects
+    without_correction = None
+    if correcting:
+        # The ablation Cor X: the same module and batches with the correction phase off.
+        without_correction = PiCor(
+            obs_dim=batches[0].task["observation"].shape[-1],
+            action_dim=batches[0].task["action"].shape[-1],
+            num_tasks=module.num_tasks,
+            task_names=module.task_names,
+            log_every_updates=module.log_every_updates,
+            correction_steps=0,
+        )
+        without_correction.load_state_dict(module.state_dict())
+        active = _counting_active(module)
+    rates = side_by_side(module, batches, rounds, warmup, without_correction)
+    framework, plain = rates["framework"], rates["plain"]
     figures_compiled = {}
     if compiled:
         compiled_module = _build(config, [*bindings, "PiCor.compile_mode = 'default'"]).module
@@ -184,6 +226,15 @@ def measure(
         "updates/s (training_step)": framework,
         "updates/s (plain SAC)": plain,
         RATIO: framework / plain,
+        **(
+            {
+                "updates/s (correction off)": rates["without correction"],
+                CORRECTION_RATIO: framework / rates["without correction"],
+                "correction active share": active[0] / active[1],
+            }
+            if correcting
+            else {}
+        ),
         "iterations/s (whole loop)": loop_rate,
         **figures_compiled,
     }
@@ -199,10 +250,13 @@ def measure(
 
 def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
     """Markdown table of `measure`'s figures; a ratio that is not like for like gets a `*`."""
-    columns = list(next(iter(rows.values()))[0])
+    columns = list(dict.fromkeys(c for figures, _ in rows.values() for c in figures))
     lines = ["| config | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for config, (figures, like_for_like) in rows.items():
-        cells = [f"{figures[c]:.2f}" if "/ " in c else f"{figures[c]:.1f}" for c in columns]
+        cells = [
+            "-" if c not in figures else f"{figures[c]:.2f}" if "/ " in c or "share" in c else f"{figures[c]:.1f}"
+            for c in columns
+        ]
         if not like_for_like:
             cells[columns.index(RATIO)] += "*"
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
@@ -213,11 +267,12 @@ def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
             "other than plain MLPs, so this ratio is not "
             "its overhead; the 0.8 target is for MTSAC configs."
         )
-    for config, (figures, _) in rows.items():
-        mtsac = rows.get(config.replace("_picor", "_mtsac")) if config.endswith("_picor") else None
-        if mtsac is not None:
-            ratio = figures["updates/s (training_step)"] / mtsac[0]["updates/s (training_step)"]
-            lines.append(f"\n{config} / {config.replace('_picor', '_mtsac')} updates/s: {ratio:.2f} (the correction's cost; >= 0.75 asked)")
+    if CORRECTION_RATIO in columns:
+        lines.append(
+            f"\n{CORRECTION_RATIO}: the correction's cost, the update's rate over the same module's "
+            "with the correction phase off (Cor X) on the same batches; >= 0.75 asked. The active "
+            "share is of these updates, whose batches come from the warm-up's random policy."
+        )
     return "\n".join(lines)
 
 
@@ -242,7 +297,7 @@ def main() -> None:
         for config in args.configs
     }
     print(
-        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads for both sides, "
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads for every side, "
         f"{args.updates} updates per figure, best of {args.rounds} alternating rounds"
     )
     print(table(rows))

@@ -1,7 +1,8 @@
-"""How the correction phase moves the actor: descent on eq. (10)'s penalty, or the projection
-the paper cites (a KL trust region on the linearised constraint).
+"""How the correction phase moves the actor: descent on eq. (10)'s penalty, the projection the
+paper cites (a KL trust region on the linearised constraint), or its cheapest form (one gradient
+step sized by the linearised constraint, capped in KL).
 
-Both are projections in the sense of eq. (8): where pi'_t already satisfies the constraint (the
+All are projections in the sense of eq. (8): where pi'_t already satisfies the constraint (the
 form is inactive at pi'_t), they return pi'_t exactly, without touching the parameters or any
 optimizer state.
 """
@@ -178,12 +179,57 @@ class TrustRegionProjection(CorrectionSolver):
         if not active:
             return first, False
         violation = problem.constraint.violation(first["task_gains"], problem.weights)
-        step = problem.mean_over_processes(self.step(violation, first["kl"], problem.params).detach())
-        with torch.no_grad():
-            for param, delta in zip(problem.params, step.split([p.numel() for p in problem.params])):
-                param.add_(delta.view_as(param))
+        _add(problem.params, problem.mean_over_processes(self.step(violation, first["kl"], problem.params).detach()))
         problem.constraint.after_step(first["task_gains"].detach(), problem.weights)
         return first, True
+
+
+@gin.configurable
+class ConstraintSizedStep(CorrectionSolver):
+    """The cheapest projection (DESIGN.md section 10's "SGD step sized by the constraint").
+
+    One step along the violation's gradient g, sized so the linearised violation reaches zero,
+    d = -v_0 g / |g|^2; where the KL to pi'_t measured after it exceeds `max_kl`, the step is
+    shortened by sqrt(max_kl / KL) (the KL grows as the step's square, so to second order it
+    then equals max_kl). TrustRegionProjection with one CG iteration takes the same direction but
+    models the KL with a Fisher-vector product; this costs one backward and one forward instead
+    of its double backwards. Under DDP the steps and the KL are averaged over processes.
+
+    Args:
+        max_kl: the most mean KL(pi_phi || pi'_t) a step may take, in nats.
+    """
+
+    max_steps = 1
+
+    def __init__(self, max_kl: float = 0.01):
+        if not max_kl > 0:
+            raise ValueError(f"ConstraintSizedStep.max_kl must be > 0, got {max_kl}")
+        self.max_kl = max_kl
+
+    def solve(self, problem: CorrectionProblem, steps: int) -> tuple[dict[str, torch.Tensor], bool]:
+        first, active = self._start(problem)
+        if not active:
+            return first, False
+        reference = problem.snapshot()  # pi'_t, taken before the step
+        violation = problem.constraint.violation(first["task_gains"], problem.weights)
+        gradient = flat_gradient(torch.autograd.grad(violation, problem.params, allow_unused=True), problem.params)
+        squared_norm = gradient @ gradient
+        step = torch.zeros_like(gradient) if not squared_norm > 0 else -(violation.detach() / squared_norm) * gradient
+        step = problem.mean_over_processes(step)
+        _add(problem.params, step)
+        with torch.no_grad():
+            kl = problem.mean_over_processes(problem.loss(reference)["kl"])
+        if kl > self.max_kl:
+            _add(problem.params, (torch.sqrt(self.max_kl / kl) - 1) * step)
+        problem.constraint.after_step(first["task_gains"].detach(), problem.weights)
+        return first, True
+
+
+@torch.no_grad()
+def _add(params: list[nn.Parameter], flat_step: torch.Tensor) -> None:
+    """params += flat_step, the flat vector split back into the parameters' shapes."""
+    for param, delta in zip(params, flat_step.split([p.numel() for p in params])):
+        param.add_(delta.view_as(param))
 
 
 def check_steps(solver: CorrectionSolver, steps: int) -> None:

@@ -50,8 +50,9 @@ class PiCor(L.LightningModule):
         weighting: the weighting rule of eq. (9) (or the uniform ablation).
         constraint: factory of the constraint form, called with (lam=, c=, gamma=).
         correction_solver: how the correction phase moves the actor (`@PenaltyDescent()`, the
-            paper's optimizer steps on eq. 10, or `@TrustRegionProjection()`); either returns
-            pi'_t unchanged where it satisfies the constraint.
+            paper's optimizer steps on eq. 10, `@TrustRegionProjection()` or its cheap form
+            `@ConstraintSizedStep()`); each returns pi'_t unchanged where it satisfies the
+            constraint.
         lam: lambda >= 0 of eq. (10).
         c: c <= 0 of eq. (10); the constraint asks for a weighted gain >= c * (1 - gamma).
         correction_steps: steps of the correction phase per update; 0 skips the phase (the

@@ -11,6 +11,7 @@ from picor_gin.backbones import SAC
 from picor_gin.constraints import LagrangePenalty, QuadraticPenalty
 from picor_gin.correction import correction_loss
 from picor_gin.correction_solvers import (
+    ConstraintSizedStep,
     CorrectionProblem,
     PenaltyDescent,
     TrustRegionProjection,
@@ -110,7 +111,7 @@ def _linear_problem(max_kl: float) -> tuple[torch.nn.Parameter, CorrectionProble
         return {"loss_correction": kl, "kl": kl, "task_gains": task_gains}
 
     problem = CorrectionProblem(
-        loss=loss, snapshot=lambda: None, params=[phi], constraint=constraint,
+        loss=loss, snapshot=lambda: torch.zeros(2), params=[phi], constraint=constraint,
         weights=torch.ones(1), optimizer=None, backward=None, any_process=bool,
         mean_over_processes=lambda tensor: tensor,
     )
@@ -138,6 +139,43 @@ def test_trust_region_step_is_shortened_to_the_kl_bound():
     assert float(phi.detach().sum()) < 0.5  # the bound binds: the constraint is only partly restored
 
 
+def test_sized_step_moves_along_the_gradient_onto_the_linearised_constraint():
+    # g = (1, 1), v_0 = 0.5: d = 0.5 (1, 1) / 2 = (0.25, 0.25), KL 0.5 (0.0625 + 4 * 0.0625) = 0.15625.
+    phi, problem = _linear_problem(max_kl=1.0)
+    _, moved = ConstraintSizedStep(max_kl=1.0).solve(problem, steps=1)
+    assert moved
+    assert torch.allclose(phi.detach(), torch.tensor([0.25, 0.25]), atol=1e-6)
+    assert abs(float(phi.detach().sum()) - 0.5) < 1e-6  # the (linear) constraint holds exactly
+
+
+def test_sized_step_is_shortened_to_the_measured_kl_bound():
+    # 0.15625 > 0.05: the step shrinks by sqrt(0.05 / 0.15625), and the quadratic KL lands on 0.05.
+    phi, problem = _linear_problem(max_kl=0.05)
+    ConstraintSizedStep(max_kl=0.05).solve(problem, steps=1)
+    side = 0.25 * math.sqrt(0.05 / 0.15625)
+    assert torch.allclose(phi.detach(), torch.tensor([side, side]), atol=1e-6)
+    assert torch.isclose(problem.loss(torch.zeros(2))["kl"], torch.tensor(0.05), atol=1e-6)
+
+
+def test_sized_step_leaves_pi_prime_unchanged_when_the_constraint_holds():
+    sac = _sac()
+    problem = _sac_problem(sac, -1e3)
+    pi_prime = _actor_state(sac)
+    _, moved = ConstraintSizedStep().solve(problem, steps=1)
+    assert not moved
+    assert all(torch.equal(p, q) for p, q in zip(sac.actor.parameters(), pi_prime))
+
+
+def test_sized_step_on_sac_cuts_the_violation_within_the_kl_bound():
+    sac = _sac()
+    problem = _sac_problem(sac, 1.0)
+    first, moved = ConstraintSizedStep(max_kl=0.05).solve(problem, steps=1)
+    assert moved
+    after = problem.loss(problem.snapshot())
+    assert after["task_gains"].mean() > first["task_gains"].mean()
+    assert 0 < float(after["kl"]) < 1.5 * 0.05  # measured, then rescaled once to second order
+
+
 def test_trust_region_projection_on_sac_cuts_the_violation_within_the_kl_bound():
     sac = _sac()
     problem = _sac_problem(sac, 1.0)
@@ -161,11 +199,20 @@ def test_conjugate_gradient_solves_a_symmetric_positive_definite_system():
 def test_a_projection_per_update_refuses_more_correction_steps():
     check_steps(TrustRegionProjection(), 1)
     check_steps(PenaltyDescent(), 5)
-    with pytest.raises(ValueError, match="PiCor.correction_steps = 1"):
-        check_steps(TrustRegionProjection(), 2)
+    for solver in (TrustRegionProjection(), ConstraintSizedStep()):
+        with pytest.raises(ValueError, match="PiCor.correction_steps = 1"):
+            check_steps(solver, 2)
 
 
-@pytest.mark.parametrize("kwargs, name", [({"max_kl": 0.0}, "max_kl"), ({"cg_iterations": 0}, "cg_iterations"), ({"damping": -1.0}, "damping")])
-def test_trust_region_projection_rejects_bad_settings(kwargs, name):
+@pytest.mark.parametrize(
+    "solver, kwargs, name",
+    [
+        (TrustRegionProjection, {"max_kl": 0.0}, "TrustRegionProjection.max_kl"),
+        (TrustRegionProjection, {"cg_iterations": 0}, "cg_iterations"),
+        (TrustRegionProjection, {"damping": -1.0}, "damping"),
+        (ConstraintSizedStep, {"max_kl": -0.1}, "ConstraintSizedStep.max_kl"),
+    ],
+)
+def test_projections_reject_bad_settings(solver, kwargs, name):
     with pytest.raises(ValueError, match=name):
-        TrustRegionProjection(**kwargs)
+        solver(**kwargs)

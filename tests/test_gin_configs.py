@@ -71,7 +71,7 @@ STUDY_FILES = sorted(
 
 @pytest.mark.parametrize("gin_file", STUDY_FILES, ids=str)
 def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
-    from picor_gin.correction_solvers import TrustRegionProjection
+    from picor_gin.correction_solvers import ConstraintSizedStep, PenaltyDescent, TrustRegionProjection
     from picor_gin.samplers import UniformEveryK
     from picor_gin.tasks import PointGoals, UnevenPointGoals
 
@@ -83,5 +83,7 @@ def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
     else:
         assert type(built.data.task_set) is UnevenPointGoals and built.data.sampler.k == 1
     if gin_file.parent.name == "interference" and "corX" not in gin_file.stem:  # the solver is explicit
-        assert isinstance(built.module.correction_solver, TrustRegionProjection) == ("trust_region" in gin_file.stem)
+        solvers = {"trust_region": TrustRegionProjection, "sized_step": ConstraintSizedStep}
+        expected = next((solver for key, solver in solvers.items() if key in gin_file.stem), PenaltyDescent)
+        assert type(built.module.correction_solver) is expected
     assert gin.query_parameter("Experiment.name") == gin_file.stem
