@@ -44,7 +44,7 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_throughput_prints_the_ratio_to_plain_sac_and_marks_picor_as_not_like_for_like():
+def test_throughput_prints_the_ratio_to_plain_sac_the_correction_cost_and_marks_picor_as_not_like_for_like():
     result = subprocess.run(
         [
             sys.executable, str(REPO / "benchmarks" / "throughput.py"),
@@ -62,6 +62,10 @@ def test_throughput_prints_the_ratio_to_plain_sac_and_marks_picor_as_not_like_fo
     assert float(rows["tiny_mtsac"]["training_step / plain"]) > 0
     picor = rows["tiny_picor"]["training_step / plain"]
     assert picor.endswith("*") and float(picor[:-1]) > 0
+    # The correction's cost: PiCor against itself with the phase off; MTSAC has no such phase.
+    assert float(rows["tiny_picor"]["with / without correction"]) > 0
+    assert 0 <= float(rows["tiny_picor"]["correction active share"]) <= 1
+    assert rows["tiny_mtsac"]["with / without correction"] == "-"
 
 
 def test_collection_scaling_prints_serial_and_parallel_cost_per_task_count():
