@@ -28,6 +28,7 @@ class CorrectionProblem:
         loss: `correction_loss` at the actor's current parameters against a snapshot of pi'_t;
             None while the actor is still pi'_t.
         snapshot: pi'_t's outputs on the correction states (called at pi'_t, before any step).
+        kl: the mean divergence of the actor's current policy to a snapshot, without the gains.
         params: the actor's parameters.
         constraint, weights: the constraint form and w.
         optimizer: the correction's optimizer (its state persists across updates).
@@ -39,6 +40,7 @@ class CorrectionProblem:
 
     loss: Callable[[TensorDictBase | None], dict[str, torch.Tensor]]
     snapshot: Callable[[], TensorDictBase]
+    kl: Callable[[TensorDictBase], torch.Tensor]
     params: list[nn.Parameter]
     constraint: ConstraintForm
     weights: torch.Tensor
@@ -218,7 +220,7 @@ class ConstraintSizedStep(CorrectionSolver):
         step = problem.mean_over_processes(step)
         _add(problem.params, step)
         with torch.no_grad():
-            kl = problem.mean_over_processes(problem.loss(reference)["kl"])
+            kl = problem.mean_over_processes(problem.kl(reference))
         if kl > self.max_kl:
             _add(problem.params, (torch.sqrt(self.max_kl / kl) - 1) * step)
         problem.constraint.after_step(first["task_gains"].detach(), problem.weights)

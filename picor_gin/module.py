@@ -210,6 +210,7 @@ class PiCor(L.LightningModule):
                 self.backbone, self.constraint, states, baseline, reference, weights, noise
             ),
             snapshot=snapshot,
+            kl=lambda reference: self.backbone.divergence(states["observation"], reference).mean(),
             params=self.backbone.parameter_groups()["actor"],
             constraint=self.constraint,
             weights=weights,

@@ -123,6 +123,8 @@ def test_divergence_is_the_hand_computed_kl_between_diagonal_gaussians():
     _, divergence = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
     assert divergence.shape == (NUM_TASKS, STATES_PER_TASK)
     assert torch.allclose(divergence, torch.full_like(divergence, HAND_KL), atol=1e-6)
+    # The actor-only divergence (no critic pass), which the sized step measures its KL with.
+    assert torch.allclose(sac.divergence(states["observation"], pi_prime), divergence, atol=1e-6)
 
 
 def test_divergence_is_kl_of_phi_from_pi_prime_not_the_reverse():

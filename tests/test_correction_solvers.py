@@ -35,6 +35,7 @@ def _sac_problem(sac: SAC, baseline_shift: float, constraint=None, optimizer=Non
             torch.manual_seed(5), correction_loss(sac, constraint, states, baseline + baseline_shift, reference, weights)
         )[1],
         snapshot=lambda: pi_prime,
+        kl=lambda reference: sac.divergence(states["observation"], reference).mean(),
         params=list(sac.actor.parameters()),
         constraint=constraint,
         weights=weights,
@@ -104,14 +105,16 @@ def _linear_problem(max_kl: float) -> tuple[torch.nn.Parameter, CorrectionProble
     precision = torch.tensor([1.0, 4.0])
     constraint = QuadraticPenalty(lam=1.0, c=0.0, gamma=0.9)
 
+    def kl(reference):
+        return 0.5 * (precision * (phi - reference).square()).sum()
+
     def loss(reference):
-        anchor = phi.detach() if reference is None else reference
-        kl = 0.5 * (precision * (phi - anchor).square()).sum()
+        divergence = kl(phi.detach() if reference is None else reference)
         task_gains = (phi.sum() - 0.5).unsqueeze(0)
-        return {"loss_correction": kl, "kl": kl, "task_gains": task_gains}
+        return {"loss_correction": divergence, "kl": divergence, "task_gains": task_gains}
 
     problem = CorrectionProblem(
-        loss=loss, snapshot=lambda: torch.zeros(2), params=[phi], constraint=constraint,
+        loss=loss, snapshot=lambda: torch.zeros(2), kl=kl, params=[phi], constraint=constraint,
         weights=torch.ones(1), optimizer=None, backward=None, any_process=bool,
         mean_over_processes=lambda tensor: tensor,
     )

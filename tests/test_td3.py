@@ -42,6 +42,7 @@ def test_correction_divergence_is_the_hand_computed_scaled_squared_distance(sigm
     pi_prime = TensorDict({"action": td3.actor(observation).detach() + torch.tensor([0.2, -0.4])}, batch_size=[5])
     _, divergence = td3.correction_terms(observation, task_id, torch.zeros(5), pi_prime)
     assert torch.allclose(divergence, torch.full((5,), expected), atol=1e-5)
+    assert torch.allclose(td3.divergence(observation, pi_prime), torch.full((5,), expected), atol=1e-5)
 
 
 def test_advantage_uses_the_deterministic_actor_and_is_zero_at_pi_t():

@@ -93,6 +93,12 @@ class Backbone(nn.Module, abc.ABC):
         """
 
 
+    @abc.abstractmethod
+    def divergence(self, observation: torch.Tensor, pi_prime: TensorDictBase) -> torch.Tensor:
+        """divergence(pi_phi || pi'_t) per state, the one `correction_terms` returns, from the
+        actor alone: a solver that measures a step's KL needs no critic pass."""
+
+
 def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """Both twins' Q(s, a), shape [..., 2], with the critic's parameters detached.
 

@@ -39,6 +39,12 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor) -> Normal:
     return Normal(loc, scale, validate_args=False)
 
 
+def _gaussian_kl(loc: torch.Tensor, scale: torch.Tensor, reference: TensorDictBase | dict) -> torch.Tensor:
+    """KL(N(loc, scale) || N(reference)) summed over action dims: exact for the tanh-squashed
+    policies too, since tanh is a bijection."""
+    return kl_divergence(_normal(loc, scale), _normal(reference["loc"], reference["scale"])).sum(-1)
+
+
 def tanh_normal_sample(
     loc: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,10 +203,8 @@ class SAC(Backbone):
         action, log_prob = tanh_normal_sample(loc, scale, noise)
         alpha = self.log_alpha.detach().exp()[task_id]
         gain = frozen_q(self._advantage_critic(), observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
-        if pi_prime is None:
-            reference_loc, reference_scale = loc.detach(), scale.detach()
-        else:
-            reference_loc, reference_scale = pi_prime["loc"], pi_prime["scale"]
-        # The KL is exact on the pre-tanh Gaussians (tanh is a bijection, so it is the same KL).
-        divergence = kl_divergence(_normal(loc, scale), _normal(reference_loc, reference_scale)).sum(-1)
-        return gain - baseline, divergence
+        reference = {"loc": loc.detach(), "scale": scale.detach()} if pi_prime is None else pi_prime
+        return gain - baseline, _gaussian_kl(loc, scale, reference)
+
+    def divergence(self, observation: torch.Tensor, pi_prime: TensorDictBase) -> torch.Tensor:
+        return _gaussian_kl(*self.actor(observation), pi_prime)

@@ -148,8 +148,14 @@ class TD3(Backbone):
         action = self.actor(observation)
         gain = frozen_q(self.critic, observation, action).min(-1).values
         reference = action.detach() if pi_prime is None else pi_prime["action"]
-        divergence = (action - reference).square().sum(-1) / (2 * self.exploration_noise**2)
-        return gain - baseline, divergence
+        return gain - baseline, self._action_divergence(action, reference)
+
+    def divergence(self, observation: torch.Tensor, pi_prime: TensorDictBase) -> torch.Tensor:
+        return self._action_divergence(self.actor(observation), pi_prime["action"])
+
+    def _action_divergence(self, action: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The KL between the Gaussian exploration policies around the two actions."""
+        return (action - reference).square().sum(-1) / (2 * self.exploration_noise**2)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The update counter, so a resumed run keeps the actor's delay phase."""
