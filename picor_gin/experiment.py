@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from picor_gin import externals
-from picor_gin.callbacks import EnvStepCheckpoint, PeriodicEvaluation, ThroughputMonitor
+from picor_gin.callbacks import EnvStepCheckpoint, LogFileProgress, PeriodicEvaluation, ThroughputMonitor
 from picor_gin.data import MultiTaskData
 from picor_gin.module import PiCor
 from picor_gin.tasks import TaskSet
@@ -121,14 +122,19 @@ class Experiment:
         )
         checkpoint = EnvStepCheckpoint(run_dir / "checkpoints", self.checkpoint_every_env_steps)
         monitor = ThroughputMonitor(self.log_every_updates)
+        callbacks: list[L.Callback] = [evaluation, checkpoint, monitor]
+        terminal = sys.stdout.isatty()
+        if not terminal:  # a log file: a line a minute, not the bar's line per update
+            callbacks.append(LogFileProgress(evaluation))
         trainer = externals.Trainer(
             max_epochs=completed_epochs + 1,  # the whole run is one epoch of the replay stream
             logger=TensorBoardLogger(
                 save_dir=str(run_dir), name="", version="", default_hp_metric=False, **purge
             ),
-            callbacks=[evaluation, checkpoint, monitor],
+            callbacks=callbacks,
             default_root_dir=str(run_dir),
             enable_checkpointing=False,
+            enable_progress_bar=terminal,
         )
         return Run(module, data, trainer, evaluation, checkpoint, monitor)
 

@@ -15,6 +15,7 @@ SHORT = [
     "--gin_bindings=Experiment.eval_every_env_steps = 1_100",
     "--gin_bindings=Experiment.checkpoint_every_env_steps = 1_100",
     "--gin_bindings=PiCor.lam = 1729.0",
+    "--gin_bindings=LogFileProgress.every_seconds = 0.5",
 ]
 
 
@@ -52,6 +53,18 @@ def test_run_writes_the_run_folder(short_run):
     assert summary["updates"] == 200  # 1_200 steps - 4 x 250 warm-up steps, one update per step
     assert summary["env_steps_per_second"] > 0 and summary["updates_per_second"] > 0
     assert "goal3" in result.stdout and "mean" in result.stdout
+
+
+def test_output_to_a_file_is_a_progress_line_per_interval_not_a_bar_per_update(short_run):
+    """The bar wrote ~180 KB for this run when stdout was a file; 200 updates in a few seconds
+    at one line per half second are a few dozen lines."""
+    _, result = short_run
+    assert len(result.stdout) + len(result.stderr) < 20_000
+    assert "\r" not in result.stdout and "it/s" not in result.stdout
+    progress = [line for line in result.stdout.splitlines() if line.startswith("env steps ")]
+    assert progress and progress[-1].startswith("env steps 1,200/1,200 (100.0%)")
+    assert "eval mean_score" in progress[-1] and "at 1,200" in progress[-1]
+    assert all("updates/s" in line for line in progress)
 
 
 def test_bindings_reach_the_operative_config_and_the_checkpoint(short_run):
