@@ -116,7 +116,7 @@ class EnvStepCheckpoint(L.Callback):
                     f"state of env step {self.saved_env_steps}"
                 )
         tmp = self.dirpath / "last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state (optimizers, buffers), said so: no notice
         if trainer.is_global_zero:
             os.replace(tmp, self.last_path)
         self.saved_env_steps = _env_steps(trainer)
