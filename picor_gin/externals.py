@@ -7,6 +7,17 @@ from __future__ import annotations
 import gin
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+# PiCor's phases leave parameters without gradient on some backwards (the correction's touches
+# only the actor; TD3's delayed updates skip it), which plain DDP refuses after start-up. So the
+# DDP names users type first mean DDP that allows it, as their `_find_unused_parameters_true`
+# spellings do.
+for _name, _start_method in (("ddp", "popen"), ("ddp_spawn", "spawn"), ("ddp_fork", "fork"), ("ddp_notebook", "fork")):
+    StrategyRegistry.register(
+        _name, DDPStrategy, description=f"DDP with unused parameters allowed, start method {_start_method!r} (picor-gin)",
+        override=True, find_unused_parameters=True, start_method=_start_method,
+    )
 
 # The run owns logging, callbacks, checkpoint files and the epoch; everything else is bindable.
 Trainer = gin.external_configurable(
