@@ -45,15 +45,24 @@ class Batch:
         recent_return: each task's mean return over its last training episodes, [N]; NaN for
             a task with no finished episode yet.
         env_steps: global environment steps collected so far.
+        critic: transitions for the critic's loss, stratified over every task's buffer, [B];
+            None where the critic trains on `task` (Algorithm 1).
     """
 
     task: TensorDictBase
     correction: TensorDictBase
     recent_return: torch.Tensor
     env_steps: int
+    critic: TensorDictBase | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.task.to(device), self.correction.to(device), self.recent_return.to(device), self.env_steps)
+        return Batch(
+            self.task.to(device),
+            self.correction.to(device),
+            self.recent_return.to(device),
+            self.env_steps,
+            None if self.critic is None else self.critic.to(device),
+        )
 
 
 def _keep_as_is(batch: Batch) -> Batch:
@@ -100,6 +109,10 @@ class MultiTaskData(L.LightningDataModule):
             ParallelEnv), so with a core per task an iteration costs about one env step of wall
             time, not N (benchmarks/collection_scaling.py); needs a sampler that picks every task
             each iteration (AllTasks).
+        critic_on_every_task: the critic's batch is drawn from every B_z (batch_size in all,
+            split evenly) instead of the sampled task's, so the critic the correction reads
+            A^{pi_t} from keeps fitting the tasks the sampler is away from (DESIGN.md section
+            10's critic lead); the actor still trains on the sampled task's batch.
     """
 
     def __init__(
@@ -116,6 +129,7 @@ class MultiTaskData(L.LightningDataModule):
         warmup_env_steps_per_task: int = 1_000,
         replay_device: str | None = None,
         parallel_workers: bool = False,
+        critic_on_every_task: bool = False,
     ):
         super().__init__()
         for name, value in [
@@ -138,6 +152,12 @@ class MultiTaskData(L.LightningDataModule):
                 f"AllTasks sampler, got {type(self.sampler).__name__}"
             )
         self.parallel_workers = parallel_workers
+        self.critic_on_every_task = critic_on_every_task
+        if critic_on_every_task and batch_size < task_set.num_tasks:
+            raise ValueError(
+                f"MultiTaskData.critic_on_every_task splits batch_size = {batch_size} over "
+                f"{task_set.num_tasks} tasks: it needs batch_size >= {task_set.num_tasks}"
+            )
         self.envs_per_task = envs_per_task
         self.batch_size = batch_size
         self.correction_states_per_task = correction_states_per_task
@@ -246,26 +266,32 @@ class MultiTaskData(L.LightningDataModule):
 
     def sample(self, tasks: list[int]) -> Batch:
         task_batch = torch.cat([self.buffers[z].sample(self.batch_size) for z in tasks])
-        correction = self._correction_states()
+        correction = self._from_every_task(self.correction_states_per_task, ["observation"])
+        critic = None
+        if self.critic_on_every_task:
+            per_task = self.batch_size // self.task_set.num_tasks
+            critic = self._from_every_task(per_task, TRANSITION_KEYS).reshape(-1)
         recent_return = torch.tensor(
             [sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=correction.device
         )
-        return Batch(task_batch, correction, recent_return, self.env_steps)
+        return Batch(task_batch, correction, recent_return, self.env_steps, critic)
 
-    def _correction_states(self) -> TensorDictBase:
-        """M observations drawn uniformly from each B_z, with their task ids: [N, M].
+    def _from_every_task(self, per_task: int, keys: Sequence[str | tuple[str, ...]]) -> TensorDictBase:
+        """`keys` of `per_task` entries drawn uniformly from each B_z, with their task ids: [N, per_task].
 
-        One index draw for every task, then a read of each storage's observation tensor:
-        TorchRL's sample path costs about 1 ms of TensorDict overhead per buffer (12 ms an update
-        on MT10, a third of the update itself), this under 1 ms for all ten.
+        One index draw for every task, then a read of each storage's tensors: TorchRL's sample
+        path costs about 1 ms of TensorDict overhead per buffer (12 ms an update on MT10, a
+        third of the update itself), this under 1 ms for all ten.
         """
-        num_tasks, per_task = self.task_set.num_tasks, self.correction_states_per_task
+        num_tasks = self.task_set.num_tasks
         device = self.buffers[0].storage.device
         filled = torch.tensor([len(b) for b in self.buffers], device=device)
         index = (torch.rand(num_tasks, per_task, device=device) * filled.unsqueeze(1)).long()
-        observation = torch.stack([b.storage._storage["observation"][i] for b, i in zip(self.buffers, index)])
-        task_id = torch.arange(num_tasks, device=device).unsqueeze(1).expand(num_tasks, per_task)
-        return TensorDict({"observation": observation, "task_id": task_id}, batch_size=[num_tasks, per_task])
+        drawn = TensorDict(batch_size=[num_tasks, per_task], device=device)
+        for key in keys:
+            drawn.set(key, torch.stack([b.storage._storage.get(key)[i] for b, i in zip(self.buffers, index)]))
+        drawn["task_id"] = torch.arange(num_tasks, device=device).unsqueeze(1).expand(num_tasks, per_task)
+        return drawn
 
     def total_iterations(self) -> int:
         """Iterations of the whole run after warm-up; Lightning counts a resumed run's done ones."""

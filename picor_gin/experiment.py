@@ -116,6 +116,12 @@ class Experiment:
                 f"gradients of the tasks in a batch, but {type(data.sampler).__name__} puts one task "
                 "in each batch; bind MultiTaskData.sampler = @AllTasks"
             )
+        if module.gradient_surgery is not None and data.critic_on_every_task:
+            raise ValueError(
+                "PiCor.gradient_surgery combines per-task gradients of one batch and cannot take a "
+                "separate critic batch; with the AllTasks sampler every batch already holds every "
+                "task: leave MultiTaskData.critic_on_every_task = False"
+            )
         evaluation = PeriodicEvaluation(
             self.task_set, self.eval_every_env_steps, self.eval_episodes,
             seed=self.seed + 10_000, path=run_dir / "eval.jsonl",

@@ -155,7 +155,7 @@ class PiCor(L.LightningModule):
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
         if self.gradient_surgery is None:
-            losses = self._losses(batch.task)
+            losses = self._losses(batch.task, batch.critic)
             self.manual_backward(_total_loss(losses))
         else:
             losses = self._surgery_backward(batch.task)

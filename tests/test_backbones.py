@@ -149,6 +149,35 @@ def test_actor_loss_gives_no_gradient_to_the_critic_nor_the_temperatures():
     assert not _grads_are_zero(sac.actor.parameters())
 
 
+@pytest.mark.parametrize("backbone", ["sac", "td3"])
+def test_a_critic_batch_trains_the_critic_and_leaves_the_actor_on_the_task_batch(backbone):
+    from picor_gin.backbones import TD3
+
+    model = _sac() if backbone == "sac" else TD3(
+        obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, network=OneHotMLP(hidden_sizes=(8, 8)), policy_delay=1
+    )
+    task_batch, critic_batch = _batch(task=2), _batch(task=0, size=8, terminated=True)
+    critic_batch["observation"] += 1.0  # not the task batch's states
+
+    def gradients(batch, critic=None):
+        torch.manual_seed(5)
+        model.zero_grad()
+        losses = model.losses(batch, critic)
+        (losses["loss_critic"] + losses["loss_actor"]).backward()
+        groups = model.parameter_groups()
+        return [p.grad.clone() for p in groups["critic"]], [p.grad.clone() for p in groups["actor"]], losses
+
+    critic_grads, actor_grads, losses = gradients(task_batch, critic_batch)
+    alone_critic_grads, _, alone = gradients(critic_batch)  # the critic batch as the only batch
+    _, task_actor_grads, _ = gradients(task_batch, _batch(task=0, size=8, terminated=True))
+    # The critic's loss is the critic batch's alone (the same draws: it is computed first).
+    assert torch.equal(losses["loss_critic"], alone["loss_critic"])
+    assert all(torch.equal(a, b) for a, b in zip(critic_grads, alone_critic_grads))
+    # The actor's gradient comes from the task batch: another critic batch of the same size
+    # and draws leaves it as it is.
+    assert all(torch.equal(a, b) for a, b in zip(actor_grads, task_actor_grads))
+
+
 def test_losses_never_reach_the_target_critic():
     sac = _sac()
     losses = sac.losses(_batch())

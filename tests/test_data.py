@@ -60,6 +60,31 @@ def test_correction_states_are_drawn_from_each_task_buffer_filled_part_only():
         assert len(torch.unique(drawn, dim=0)) > 10  # many distinct states, not one repeated
 
 
+def test_critic_batch_on_every_task_is_stratified_stored_transitions_of_each_task():
+    data = _data(critic_on_every_task=True)
+    data.warm_up()
+    batch = data.sample([1])
+    assert (batch.task["task_id"] == 1).all() and batch.task.shape == (16,)
+    critic = batch.critic
+    assert critic.shape == (16,)  # batch_size in all: 4 per task
+    assert torch.equal(critic["task_id"], torch.arange(4).repeat_interleave(4))
+    for task_id, buffer in enumerate(data.buffers):
+        stored = buffer.storage[: len(buffer)]
+        drawn = critic[critic["task_id"] == task_id]
+        # Each drawn row is one whole stored transition of B_z (observation and next together).
+        rows = torch.cat([stored["observation"], stored["next", "observation"], stored["action"]], -1)
+        drawn_rows = torch.cat([drawn["observation"], drawn["next", "observation"], drawn["action"]], -1)
+        assert ((drawn_rows.unsqueeze(1) - rows.unsqueeze(0)).abs().sum(-1) == 0).any(1).all()
+
+
+def test_critic_batch_is_none_by_default_and_a_batch_smaller_than_the_task_count_is_refused():
+    data = _data()
+    data.warm_up()
+    assert data.sample([0]).critic is None
+    with pytest.raises(ValueError, match="critic_on_every_task.*batch_size >= 4"):
+        _data(critic_on_every_task=True, batch_size=3)
+
+
 def test_stream_stops_at_the_env_step_budget_and_knows_its_length():
     data = _data(total_env_steps=200)
     assert len(data.train_dataloader().dataset) == 40

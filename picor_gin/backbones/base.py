@@ -43,8 +43,11 @@ class Backbone(nn.Module, abc.ABC):
         """Parameters per optimizer: "actor", "critic" and, where the backbone has one, "alpha"."""
 
     @abc.abstractmethod
-    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TensorDictBase, critic_batch: TensorDictBase | None = None) -> dict[str, torch.Tensor]:
         """Policy optimization losses ("loss_*") on a batch, plus detached diagnostics.
+
+        `critic_batch`, where given, is what the critic's loss trains on instead of `batch`
+        (`MultiTaskData.critic_on_every_task`); the actor's and temperature's stay on `batch`.
 
         May be called several times per update (once per task under gradient surgery), so it
         must not advance state: a backbone with delayed updates counts updates in

@@ -132,23 +132,10 @@ class SAC(Backbone):
         loc, scale = self.actor(observation)
         return TanhNormal(loc, scale), loc, scale
 
-    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        observation, action = batch["observation"], batch["action"]
-        task_id = batch["task_id"]
+    def losses(self, batch: TensorDictBase, critic_batch: TensorDictBase | None = None) -> dict[str, torch.Tensor]:
+        q, loss_critic = self._critic_loss(batch if critic_batch is None else critic_batch)
+        observation, task_id = batch["observation"], batch["task_id"]
         alpha = self.log_alpha.exp()[task_id]  # per-sample alpha_z, shape [B]
-        with torch.no_grad():
-            next_action, next_log_prob = self._distribution(batch["next", "observation"])[0].rsample_and_log_prob()
-            target = soft_bellman_target(
-                batch["next", "reward"].squeeze(-1),
-                batch["next", "terminated"].squeeze(-1),
-                self.target_critic(batch["next", "observation"], next_action),
-                next_log_prob,
-                alpha,
-                self.gamma,
-            )
-        q = self.critic(observation, action)
-        loss_critic = twin_critic_loss(q, target)
-
         new_action, log_prob = self._distribution(observation)[0].rsample_and_log_prob()
         # J_pi of eq. (7): alpha_z log pi(a|s;z) - min_i Q_i(s,a;z), critic held fixed.
         loss_actor = (alpha.detach() * log_prob - frozen_q(self.critic, observation, new_action).min(-1).values).mean()
@@ -161,6 +148,22 @@ class SAC(Backbone):
             "entropy": -log_prob.detach().mean(),
             "q": q.detach().mean(),
         }
+
+    def _critic_loss(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both twins' Q on the batch and J_Q against the soft Bellman target."""
+        alpha = self.log_alpha.detach().exp()[batch["task_id"]]
+        with torch.no_grad():
+            next_action, next_log_prob = self._distribution(batch["next", "observation"])[0].rsample_and_log_prob()
+            target = soft_bellman_target(
+                batch["next", "reward"].squeeze(-1),
+                batch["next", "terminated"].squeeze(-1),
+                self.target_critic(batch["next", "observation"], next_action),
+                next_log_prob,
+                alpha,
+                self.gamma,
+            )
+        q = self.critic(batch["observation"], batch["action"])
+        return q, twin_critic_loss(q, target)
 
     def update_targets(self) -> None:
         polyak_update(self.target_critic, self.critic, self.target_update_rate)

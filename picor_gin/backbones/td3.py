@@ -99,7 +99,16 @@ class TD3(Backbone):
         """Whether this update (the one `update_targets` will close) is a delayed actor update."""
         return (self.critic_updates + 1) % self.policy_delay == 0
 
-    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TensorDictBase, critic_batch: TensorDictBase | None = None) -> dict[str, torch.Tensor]:
+        losses = self._critic_loss(batch if critic_batch is None else critic_batch)
+        if self._actor_update_due():
+            # Fujimoto et al.: the actor ascends the first twin, with the critic held fixed.
+            observation = batch["observation"]
+            losses["loss_actor"] = -frozen_q(self.critic, observation, self.actor(observation))[..., 0].mean()
+        return losses
+
+    def _critic_loss(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """J_Q against the target-smoothed TD target, and the mean Q."""
         observation, next_observation = batch["observation"], batch["next", "observation"]
         with torch.no_grad():
             next_action = self.target_actor(next_observation)
@@ -112,11 +121,7 @@ class TD3(Backbone):
                 self.gamma,
             )
         q = self.critic(observation, batch["action"])
-        losses = {"loss_critic": twin_critic_loss(q, target), "q": q.detach().mean()}
-        if self._actor_update_due():
-            # Fujimoto et al.: the actor ascends the first twin, with the critic held fixed.
-            losses["loss_actor"] = -frozen_q(self.critic, observation, self.actor(observation))[..., 0].mean()
-        return losses
+        return {"loss_critic": twin_critic_loss(q, target), "q": q.detach().mean()}
 
     def update_targets(self) -> None:
         """Ends an update, so `losses` may run several times per update (once per task under
