@@ -68,15 +68,15 @@ class CorrectionSolver(abc.ABC):
 
     @staticmethod
     def _start(problem: CorrectionProblem) -> tuple[dict[str, torch.Tensor], bool]:
-        """The terms at pi'_t, differentiable, and whether the constraint form pulls on the actor there.
+        """The terms at pi'_t and whether the constraint form pulls on the actor there.
 
-        One evaluation serves the check and the step: recording its graph costs less than
-        evaluating the actor and the critic a second time where the constraint is violated
-        (on MT10's and HalfCheetah's batches, 40-50% of updates; benchmarks/throughput.py).
+        The check runs without autograd, and the terms are evaluated again with it only where
+        the phase goes on: most updates stop here (benchmarks/throughput.py).
         """
-        terms = problem.loss(None)
-        active = problem.any_process(problem.constraint.active(terms["task_gains"].detach(), problem.weights))
-        return terms, active
+        with torch.no_grad():
+            terms = problem.loss(None)
+        active = problem.any_process(problem.constraint.active(terms["task_gains"], problem.weights))
+        return (problem.loss(None) if active else terms), active
 
 
 @gin.configurable
