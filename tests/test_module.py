@@ -112,8 +112,8 @@ def test_a_non_finite_loss_stops_the_run_naming_the_quantity_task_and_step(monke
     batches = _batches(module, 5)
     original = module.backbone.losses
 
-    def nan_critic(batch):
-        losses = original(batch)
+    def nan_critic(batch, critic_batch=None):
+        losses = original(batch, critic_batch)
         losses["loss_critic"] = losses["loss_critic"] * float("nan")
         return losses
 

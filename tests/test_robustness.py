@@ -63,8 +63,8 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
     (tmp_path / "checkpoints").mkdir()
     losses = built.module.backbone.losses
 
-    def nan_after_150_updates(batch):
-        out = losses(batch)
+    def nan_after_150_updates(batch, critic_batch=None):
+        out = losses(batch, critic_batch)
         if built.module.updates >= 150:
             out["loss_critic"] = out["loss_critic"] * float("nan")
         return out
