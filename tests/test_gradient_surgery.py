@@ -81,7 +81,8 @@ def _deterministic_losses(module):
     """Losses without sampling noise, so splitting a batch by task draws nothing differently."""
     backbone = module.backbone
 
-    def losses(batch):
+    def losses(batch, critic_batch=None):
+        assert critic_batch is None  # the critic trains on the task batch here
         q = backbone.critic(batch["observation"], batch["action"])
         loc, _ = backbone.actor(batch["observation"])
         return {
