@@ -109,8 +109,8 @@ class MultiTaskData(L.LightningDataModule):
             ParallelEnv), so with a core per task an iteration costs about one env step of wall
             time, not N (benchmarks/collection_scaling.py); needs a sampler that picks every task
             each iteration (AllTasks).
-        critic_on_every_task: the critic's batch is drawn from every B_z (batch_size in all,
-            split evenly) instead of the sampled task's, so the critic the correction reads
+        critic_on_every_task: the critic's batch is drawn from every B_z (as many transitions
+            as the optimization phase's batch, split evenly) instead of the sampled task's, so the critic the correction reads
             A^{pi_t} from keeps fitting the tasks the sampler is away from (DESIGN.md section
             10's critic lead); the actor still trains on the sampled task's batch.
     """
@@ -269,7 +269,7 @@ class MultiTaskData(L.LightningDataModule):
         correction = self._from_every_task(self.correction_states_per_task, ["observation"])
         critic = None
         if self.critic_on_every_task:
-            per_task = self.batch_size // self.task_set.num_tasks
+            per_task = len(tasks) * self.batch_size // self.task_set.num_tasks  # the task batch's size
             critic = self._from_every_task(per_task, TRANSITION_KEYS).reshape(-1)
         recent_return = torch.tensor(
             [sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=correction.device

@@ -77,6 +77,14 @@ def test_critic_batch_on_every_task_is_stratified_stored_transitions_of_each_tas
         assert ((drawn_rows.unsqueeze(1) - rows.unsqueeze(0)).abs().sum(-1) == 0).any(1).all()
 
 
+def test_critic_batch_is_as_large_as_the_task_batch_when_every_task_is_sampled():
+    data = _data(critic_on_every_task=True, sampler=AllTasks)
+    data.warm_up()
+    batch = data.sample(list(range(4)))
+    assert batch.task.shape == batch.critic.shape == (64,)
+    assert torch.equal(batch.critic["task_id"], torch.arange(4).repeat_interleave(16))
+
+
 def test_critic_batch_is_none_by_default_and_a_batch_smaller_than_the_task_count_is_refused():
     data = _data()
     data.warm_up()
