@@ -17,12 +17,17 @@ def clear_gin():
     gin.clear_config()
 
 
+def cli_command(*args: str) -> list[str]:
+    """The command line of launch/run.py with `args`, run from the repository root."""
+    return [sys.executable, str(REPO / "launch" / "run.py"), *args]
+
+
 def run_cli(*args: str, timeout: int = 600):
     """Runs launch/run.py in a subprocess from the repository root."""
     import subprocess
 
     return subprocess.run(
-        [sys.executable, str(REPO / "launch" / "run.py"), *args],
+        cli_command(*args),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -66,7 +66,7 @@ def test_critic_batch_on_every_task_is_stratified_stored_transitions_of_each_tas
     batch = data.sample([1])
     assert (batch.task["task_id"] == 1).all() and batch.task.shape == (16,)
     critic = batch.critic
-    assert critic.shape == (16,)  # batch_size in all: 4 per task
+    assert critic.shape == (16,)  # as many as the task batch: 4 per task
     assert torch.equal(critic["task_id"], torch.arange(4).repeat_interleave(4))
     for task_id, buffer in enumerate(data.buffers):
         stored = buffer.storage[: len(buffer)]

@@ -7,14 +7,14 @@ per run. A solved PointGoals run scores >= 0.9 (DESIGN.md section 6); the issue 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_command
 
 BUDGET = [
     "--gin_bindings=Experiment.total_env_steps = 3_000",
@@ -27,17 +27,18 @@ BUDGET = [
 def scores(tmp_path_factory):
     root = tmp_path_factory.mktemp("learning")
     names = ("tiny_picor", "tiny_mtsac", "tiny_picor_td3")
-    runs = {
-        name: subprocess.Popen(
-            [sys.executable, str(REPO / "launch" / "run.py"), f"--gin_file=gin_configs/{name}.gin", *BUDGET,
-             f"--run_dir={root / name}"],
-            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.DEVNULL, stderr=(root / f"{name}.err").open("w"),
-        )
-        for name in names
-    }
-    for name, run in runs.items():
-        assert run.wait(timeout=900) == 0, (root / f"{name}.err").read_text()[-3000:]
+    with contextlib.ExitStack() as stack:
+        logs = {name: stack.enter_context((root / f"{name}.err").open("w")) for name in names}
+        runs = {
+            name: subprocess.Popen(
+                cli_command(f"--gin_file=gin_configs/{name}.gin", *BUDGET, f"--run_dir={root / name}"),
+                cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=logs[name],
+            )
+            for name in names
+        }
+        codes = {name: run.wait(timeout=900) for name, run in runs.items()}
+    for name, code in codes.items():
+        assert code == 0, (root / f"{name}.err").read_text()[-3000:]
     return {name: json.loads((root / name / "summary.json").read_text())["mean_score"] for name in names}
 
 
