@@ -243,7 +243,7 @@ def measure(
             figures[f"env_steps/s (run, {processes} process{'es' if processes > 1 else ''})"] = (
                 ddp_env_steps_per_second(config, bindings, processes, ddp_env_steps)
             )
-    plain_update = module.correction_steps == 0 and module.gradient_surgery is None
+    plain_update = module.correction_steps == 0 and not module.gradient_surgery.splits_tasks
     plain_network = isinstance(module.backbone.actor[0], MLP)  # OneHotMLP's torso, as plain SAC's
     return figures, isinstance(module.backbone, SAC) and plain_update and plain_network
 

@@ -110,13 +110,14 @@ class Experiment:
             seed=self.seed,
             total_env_steps=self.total_env_steps,
         )
-        if module.gradient_surgery is not None and data.sampler.tasks_per_iteration < 2:
+        module.gradient_surgery.check(self.task_set.num_tasks)
+        if module.gradient_surgery.splits_tasks and data.sampler.tasks_per_iteration < 2:
             raise ValueError(
                 f"PiCor.gradient_surgery = {type(module.gradient_surgery).__name__} combines the "
                 f"gradients of the tasks in a batch, but {type(data.sampler).__name__} puts one task "
                 "in each batch; bind MultiTaskData.sampler = @AllTasks"
             )
-        if module.gradient_surgery is not None and data.critic_on_every_task:
+        if module.gradient_surgery.splits_tasks and data.critic_on_every_task:
             raise ValueError(
                 "PiCor.gradient_surgery combines per-task gradients of one batch and cannot take a "
                 "separate critic batch; with the AllTasks sampler every batch already holds every "

@@ -4,9 +4,12 @@ Optimizers are scoped in gin files: `PiCor.actor_optimizer = @actor/Adam`, `acto
 """
 from __future__ import annotations
 
+import inspect
+
 import gin
 import lightning as L
 import torch
+import torchjd.aggregation
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
 # PiCor's phases leave parameters without gradient on some backwards (the correction's touches
@@ -27,3 +30,9 @@ Trainer = gin.external_configurable(
 )
 Adam = gin.external_configurable(torch.optim.Adam, "Adam", denylist=["params"])
 SGD = gin.external_configurable(torch.optim.SGD, "SGD", denylist=["params"])
+
+# TorchJD's aggregators and weightings under their class names: `@UPGrad()`, `CAGrad.c = 0.5`.
+for _name in torchjd.aggregation.__all__:
+    _class = getattr(torchjd.aggregation, _name)
+    if issubclass(_class, (torchjd.aggregation.Aggregator, torchjd.aggregation.Weighting)) and not inspect.isabstract(_class):
+        gin.external_configurable(_class, _name, module="torchjd")

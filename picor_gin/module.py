@@ -22,17 +22,12 @@ from tensordict import TensorDictBase
 from picor_gin.backbones import SAC, Backbone
 from picor_gin.constraints import ConstraintForm, QuadraticPenalty
 from picor_gin.correction import correction_diagnostics, correction_loss
-from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps, flat_gradient
+from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps
 from picor_gin.data import Batch
-from picor_gin.gradient_surgery import PCGrad
+from picor_gin.gradient_surgery import GradientSurgery, MeanLoss
 from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-def _total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The sum of the "loss_*" terms: they touch disjoint parameters, so one backward is exact."""
-    return sum(v for k, v in losses.items() if k.startswith("loss_"))
 
 
 def _adam(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -64,9 +59,10 @@ class PiCor(L.LightningModule):
             "reduce-overhead" for CUDA graphs, "max-autotune") compiles the backbone's losses and
             the correction loss (the optimizer steps stay eager; the correction loss too under a
             solver that differentiates twice, such as TrustRegionProjection).
-        gradient_surgery: None steps on the gradient of the batch's mean loss; `@PCGrad()`
-            combines the per-task gradients of the optimization phase by PCGrad (needs batches
-            with several tasks: the AllTasks sampler).
+        gradient_surgery: how the optimization phase's losses become its gradient: None (or
+            `@MeanLoss()`) the batch's mean loss; `@TorchJDAggregation()` combines the per-task
+            gradients with a TorchJD aggregator (PCGrad, CAGrad, Nash-MTL, UPGrad, ...; needs
+            batches with several tasks: the AllTasks sampler).
     """
 
     def __init__(
@@ -87,7 +83,7 @@ class PiCor(L.LightningModule):
         alpha_optimizer: OptimizerFactory = _adam,
         correction_optimizer: OptimizerFactory = _adam,
         compile_mode: str | None = None,
-        gradient_surgery: PCGrad | None = None,
+        gradient_surgery: GradientSurgery | None = None,
         log_every_updates: int = 100,
     ):
         super().__init__()
@@ -111,7 +107,7 @@ class PiCor(L.LightningModule):
         self.correction_steps = correction_steps
         self.correction_solver = correction_solver or PenaltyDescent()
         check_steps(self.correction_solver, correction_steps)
-        self.gradient_surgery = gradient_surgery
+        self.gradient_surgery = gradient_surgery or MeanLoss()
         self.optimizer_factories = {
             "actor": actor_optimizer,
             "critic": critic_optimizer,
@@ -154,14 +150,11 @@ class PiCor(L.LightningModule):
         # 1. Policy optimization phase, on the sampled task's batch only.
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
-        if self.gradient_surgery is None:
-            losses = self._losses(batch.task, batch.critic)
-            self.manual_backward(_total_loss(losses))
-        else:
-            losses = self._surgery_backward(batch.task)
+        groups = self.backbone.parameter_groups()
+        losses = self.gradient_surgery.backward(self._losses, batch, groups, self.manual_backward, self.num_tasks)
         logging_now = (self.updates + 1) % self.log_every_updates == 0
         if logging_now:
-            for group, params in self.backbone.parameter_groups().items():
+            for group, params in groups.items():
                 grads = [p.grad for p in params if p.grad is not None]
                 if grads:  # a delayed actor update leaves the actor without gradient
                     losses[f"grad_norm_{group}"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -233,31 +226,6 @@ class PiCor(L.LightningModule):
     def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(tensor, reduce_op="mean") if self._distributed() else tensor
 
-    def _surgery_backward(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """Sets the phase's gradients to the surgery's combination of per-task gradients.
-
-        The combination is applied by one backward of a surrogate whose gradient it is, so DDP
-        all-reduces it like any other. Returns the losses averaged over tasks (with equal
-        per-task batches, the whole batch's) and each group's share of conflicting task pairs.
-        """
-        task_id = batch["task_id"]
-        per_task = [self._losses(batch[task_id == z]) for z in task_id.unique().tolist()]
-        groups = self.backbone.parameter_groups()
-        params = [p for group in groups.values() for p in group]
-        task_grads = [torch.autograd.grad(_total_loss(losses), params, allow_unused=True) for losses in per_task]
-        metrics, surrogate, start = {}, torch.zeros((), device=self.device), 0
-        for name, group in groups.items():
-            group_grads = [grads[start:start + len(group)] for grads in task_grads]
-            start += len(group)
-            if all(g is None for grads in group_grads for g in grads):
-                continue  # no loss for this group on this update (TD3's delayed actor): no step
-            flat = torch.stack([flat_gradient(grads, group) for grads in group_grads])
-            combined, metrics[f"gradient_conflict_share_{name}"] = self.gradient_surgery.combine(flat)
-            for p, g in zip(group, combined.split([p.numel() for p in group])):
-                surrogate = surrogate + (p * g.view_as(p)).sum()
-        self.manual_backward(surrogate)
-        return {**{k: torch.stack([l[k] for l in per_task]).mean() for k in per_task[0]}, **metrics}
-
     def _log_training(
         self,
         batch: Batch,
@@ -266,11 +234,12 @@ class PiCor(L.LightningModule):
         weights: torch.Tensor,
     ) -> None:
         """Writes train/ metrics against global env steps; fails loudly on a non-finite value."""
-        metrics = {f"train/{k}": v.item() for k, v in {**losses, **correction}.items()}
+        per_task = {k: v for k, v in losses.items() if v.ndim == 1}  # e.g. an aggregator's task weights
+        metrics = {f"train/{k}": v.item() for k, v in {**losses, **correction}.items() if k not in per_task}
         if correction:
             metrics["train/constraint_active_share"] = self._active_updates.item() / self.log_every_updates
             self._active_updates.zero_()
-        per_task = {"weight": weights, **self.backbone.task_stats()}
+        per_task.update({"weight": weights, **self.backbone.task_stats()})
         snapshot = self.backbone.policy_snapshot(batch.correction["observation"])
         if "log_prob" in snapshot.keys():
             per_task["entropy"] = -snapshot["log_prob"].mean(-1)
@@ -300,6 +269,7 @@ class PiCor(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["updates"] = self.updates
+        checkpoint["gradient_surgery"] = self.gradient_surgery.state_dict()
         # Sampling noise continues where it stopped (per process: DDP ranks differ).
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -307,6 +277,7 @@ class PiCor(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = checkpoint["updates"]
+        self.gradient_surgery.load_state_dict(checkpoint.get("gradient_surgery", {}))
         torch.set_rng_state(checkpoint["torch_rng_state"])
         cuda_states = checkpoint.get("cuda_rng_state", [])
         if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
