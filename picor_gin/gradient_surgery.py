@@ -97,20 +97,17 @@ class TorchJDAggregation(GradientSurgery):
     Args:
         aggregator: a TorchJD aggregator, e.g. `@UPGrad()`, `@PCGrad()`, `@CAGrad()` with
             `CAGrad.c`, `@NashMTL()` with `NashMTL.n_tasks` set to the task count.
-        parallel_chunk_size: TorchJD's; 1 runs one backward per task (each through its own part
-            of the graph only, the fastest on CPU), None one vmapped backward for all tasks.
     """
 
     splits_tasks = True
 
-    def __init__(self, aggregator: Aggregator = gin.REQUIRED, parallel_chunk_size: int | None = 1):
+    def __init__(self, aggregator: Aggregator = gin.REQUIRED):
         if not isinstance(aggregator, Aggregator):
             raise TypeError(
                 f"TorchJDAggregation.aggregator must be a TorchJD aggregator (e.g. @UPGrad()), "
                 f"got {type(aggregator).__name__}"
             )
         self.aggregator = aggregator
-        self.parallel_chunk_size = parallel_chunk_size
         self._per_group: dict[str, Aggregator] = {}
 
     def check(self, num_tasks: int) -> None:
@@ -135,7 +132,10 @@ class TorchJDAggregation(GradientSurgery):
         # A group without its "loss_<group>" term this update (TD3's delayed actor) takes no step.
         stepped = {name: params for name, params in groups.items() if f"loss_{name}" in per_task[0]}
         params = [p for group in stepped.values() for p in group]
-        jacobians = jac([total_loss(terms) for terms in per_task], params, parallel_chunk_size=self.parallel_chunk_size)
+        # One Jacobian row per task, each differentiated through its own part of the graph only
+        # (a Jacobian of all tasks' losses at once would run every task's backward for each row).
+        rows = [jac(total_loss(terms), params) for terms in per_task]
+        jacobians = [torch.cat(per_param) for per_param in zip(*rows)]
         metrics: dict[str, torch.Tensor] = {}
         surrogate, start = torch.zeros((), device=params[0].device), 0
         for name, group in stepped.items():

@@ -8,11 +8,12 @@ import gin
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchjd.aggregation import UPGrad
 
 from picor_gin.backbones import TD3
 from picor_gin.constraints import LagrangePenalty, NoCorrection
 from picor_gin.experiment import Experiment
-from picor_gin.gradient_surgery import PCGrad
+from picor_gin.gradient_surgery import TorchJDAggregation
 from picor_gin.networks import SoftModularNet, TaskHeads
 from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.weighting import SoftmaxReturnWeights, UniformWeights
@@ -126,12 +127,17 @@ def test_parallel_workers_by_one_binding_on_the_all_tasks_config(tmp_path):
     assert not run.data._collectors  # shut down with their worker processes at the end of fit
 
 
-def test_pcgrad_by_its_gin_file(tmp_path):
-    run, initial, scalars = _train(tmp_path, [], gin_file="gin_configs/tiny_mtsac_pcgrad.gin", env_steps_per_update=4)
-    assert isinstance(run.module.gradient_surgery, PCGrad) and isinstance(run.data.sampler, AllTasks)
+def test_upgrad_by_its_gin_file_logs_its_task_weights(tmp_path):
+    run, initial, scalars = _train(tmp_path, [], gin_file="gin_configs/tiny_mtsac_upgrad.gin", env_steps_per_update=4)
+    surgery = run.module.gradient_surgery
+    assert isinstance(surgery, TorchJDAggregation) and isinstance(surgery.aggregator, UPGrad)
+    assert isinstance(run.data.sampler, AllTasks)
     for group in ("actor", "critic"):  # the goals pull the shared networks apart
         shares = scalars[f"train/gradient_conflict_share_{group}"]
         assert all(0.0 <= share <= 1.0 for share in shares) and max(shares) > 0
+        # UPGrad's weights: its preference 1/4 plus what resolving the conflicts adds.
+        weights = torch.tensor([scalars[f"train/aggregation_weight_{group}/goal{z}"] for z in range(4)])
+        assert (weights >= 0.25 - 1e-6).all() and (weights > 0.25 + 1e-6).any()
     # Each task's temperature has its own parameter, so their gradients never conflict.
     assert set(scalars["train/gradient_conflict_share_alpha"]) == {0.0}
     for name, p in run.module.backbone.actor.named_parameters():
