@@ -10,7 +10,9 @@ the job fails, naming its log; re-launching the sweep retries it once, from its 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import signal
 import subprocess
@@ -127,9 +129,10 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """submitit's hook on preemption or timeout (rank 0): the run checkpoints and exits, and
         a fresh RunJob of the same run is resubmitted (the live process handle cannot be pickled)."""
-        if self._process is not None and self._process.poll() is None:
+        if self._process is not None:
             self._process.send_signal(signal.SIGTERM)  # Lightning broadcasts it to every rank
-            self._process.wait()
+            with contextlib.suppress(ChildProcessError):  # not Popen.wait: the Popen.wait that this
+                os.waitpid(self._process.pid, 0)  # signal interrupted holds its lock
         return submitit.helpers.DelayedSubmission(RunJob(self.run))
 
 
@@ -225,5 +228,7 @@ def follow(submitted: Sequence[tuple[PlannedRun, submitit.Job]], poll_s: float) 
 
 
 def _last_line(error: BaseException | None) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
+    """The raised exception's own line ('RuntimeError: launch/run.py exited 1; log ...') out of
+    the traceback and log excerpts that submitit wraps around it."""
+    lines = re.findall(r"^\w+(?:Error|Exception|Exit): .*$", str(error), re.M)
     return lines[-1].strip() if lines else type(error).__name__
