@@ -24,7 +24,7 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 from picor_gin.local_backend import run_logged
-from picor_gin.sweep import REPO, PlannedRun, print_event, progress_line
+from picor_gin.sweep import PlannedRun, bound_parameters, print_event, progress_line
 
 def minutes(slurm_time: str) -> int:
     """SLURM's --time formats as whole minutes (rounded up): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
@@ -45,23 +45,8 @@ def minutes(slurm_time: str) -> int:
 
 def trainer_shape(gin_file: str, bindings: Sequence[str]) -> tuple[int, Any]:
     """(Trainer.num_nodes, Trainer.devices) as the run's gin files and bindings set them."""
-    import gin
-
-    import picor_gin  # noqa: F401  (registers the configurables gin must know)
-
-    gin.clear_config()
-    gin.add_config_file_search_path(str(REPO))
-    try:
-        gin.parse_config_files_and_bindings([gin_file], bindings, skip_unknown=False)
-        shape = []
-        for name, default in (("num_nodes", 1), ("devices", "auto")):
-            try:
-                shape.append(gin.query_parameter(f"Trainer.{name}"))
-            except ValueError:  # not bound: Lightning's default
-                shape.append(default)
-    finally:
-        gin.clear_config()
-    return shape[0], shape[1]
+    shape = bound_parameters(gin_file, bindings, ["Trainer.num_nodes", "Trainer.devices"])
+    return shape["Trainer.num_nodes"], shape["Trainer.devices"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "launch" / "run.py"
@@ -73,6 +74,31 @@ def plan(gin_files: Sequence[str], seeds: Sequence[int], root: Path, bindings: S
                    tuple(bindings))
         for gin_file in gin_files for seed in seeds
     ]
+
+
+def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
+    """What each of `names` ('Configurable.param') is in a run of `gin_file` with `bindings`: the
+    bound value, else the constructor's default; read with gin, which builds nothing. Raises
+    gin's ValueError (and the like) for a config that launch/run.py would refuse."""
+    import gin
+
+    import picor_gin.cli  # noqa: F401  (registers every configurable launch/run.py knows)
+
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO))
+    try:
+        gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+        values = {}
+        for name in names:
+            try:
+                values[name] = gin.query_parameter(name)
+            except ValueError:  # not bound
+                configurable, parameter = name.rsplit(".", 1)
+                constructor = inspect.unwrap(gin.get_configurable(configurable).__init__)
+                values[name] = inspect.signature(constructor).parameters[parameter].default
+    finally:
+        gin.clear_config()
+    return values
 
 
 def bad_input(gin_files: Sequence[str], seeds: Sequence[int]) -> str | None:
