@@ -26,6 +26,7 @@ from submitit.slurm.slurm import SlurmExecutor
 from picor_gin.local_backend import run_logged
 from picor_gin.sweep import PlannedRun, bound_parameters, print_event, progress_line
 
+
 def minutes(slurm_time: str) -> int:
     """SLURM's --time formats as whole minutes (rounded up): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
     D-HH:MM:SS; submitit takes minutes."""
@@ -57,15 +58,6 @@ class Resources:
     nodes: int
     tasks_per_node: int
     gpus_per_node: int
-
-    def slurm_parameters(self, partition: str | None, time_min: int, parallel: int | None,
-                         cpus_per_task: int | None) -> dict[str, Any]:
-        parameters = {"nodes": self.nodes, "ntasks_per_node": self.tasks_per_node, "time": time_min,
-                      "partition": partition, "cpus_per_task": cpus_per_task, "job_name": "picor-gin",
-                      "gpus_per_node": self.gpus_per_node or None}
-        if parallel is not None:
-            parameters["array_parallelism"] = parallel
-        return {key: value for key, value in parameters.items() if value is not None}
 
 
 def resources(backend: str, num_nodes: int, devices: Any, gpus_per_job: int | None) -> Resources:
@@ -99,7 +91,7 @@ class RunJob(submitit.helpers.Checkpointable):
         command = self.run.command(rank)
         if command is None:
             return "finished"
-        log = self.run.rank_dir(rank).with_name(self.run.rank_dir(rank).name + ".log")
+        log = self.run.rank_log(rank)
         code = run_logged(command, log, start=self._start)
         if code != 0:  # the run's own failure: raised, so submitit does not requeue it
             raise RuntimeError(f"launch/run.py exited {code}; log {log}")
@@ -130,16 +122,29 @@ class _DryRunSlurmExecutor(SlurmExecutor):
         return 1
 
 
-def make_executor(backend: str, folder: Path, max_timeouts: int, dry_run: bool = False) -> submitit.Executor:
-    if backend == "submitit_local":
-        return submitit.LocalExecutor(folder, max_num_timeout=max_timeouts)
-    executor_class = _DryRunSlurmExecutor if dry_run else SlurmExecutor
-    return executor_class(folder, max_num_timeout=max_timeouts)
+@dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """What every job of a sweep shares (its flags): time limit in minutes, partition, how many
+    jobs of an array run at once, CPUs per task, and how many time-outs requeue."""
 
+    time_min: int
+    partition: str | None = None
+    parallel: int | None = None
+    cpus_per_task: int | None = None
+    max_timeouts: int = 3
 
-def _local_parameters(time_min: int, res: Resources) -> dict[str, Any]:
-    return {"timeout_min": time_min, "gpus_per_node": res.gpus_per_node, "tasks_per_node": 1,
-            "stderr_to_stdout": False}
+    def executor(self, backend: str, folder: Path, res: Resources, dry_run: bool = False) -> submitit.Executor:
+        """submitit's executor for jobs of `res` on `backend`, its parameters set."""
+        if backend == "submitit_local":
+            executor = submitit.LocalExecutor(folder, max_num_timeout=self.max_timeouts)
+            executor.update_parameters(timeout_min=self.time_min, gpus_per_node=res.gpus_per_node, tasks_per_node=1)
+            return executor
+        executor = (_DryRunSlurmExecutor if dry_run else SlurmExecutor)(folder, max_num_timeout=self.max_timeouts)
+        parameters = {"nodes": res.nodes, "ntasks_per_node": res.tasks_per_node, "time": self.time_min,
+                      "gpus_per_node": res.gpus_per_node or None, "partition": self.partition,
+                      "cpus_per_task": self.cpus_per_task, "array_parallelism": self.parallel, "job_name": "picor-gin"}
+        executor.update_parameters(**{key: value for key, value in parameters.items() if value is not None})
+        return executor
 
 
 def group_by_resources(runs: Sequence[PlannedRun], backend: str, gpus_per_job: int | None) -> dict[Resources, list[PlannedRun]]:
@@ -151,38 +156,30 @@ def group_by_resources(runs: Sequence[PlannedRun], backend: str, gpus_per_job: i
     return groups
 
 
-def sbatch_scripts(groups: dict[Resources, list[PlannedRun]], folder: Path, partition: str | None, time_min: int,
-                   parallel: int | None, cpus_per_task: int | None, max_timeouts: int) -> list[str]:
-    """The sbatch script of each job array, as submission would write it."""
+def sbatch_scripts(groups: dict[Resources, list[PlannedRun]], folder: Path, options: JobOptions) -> list[str]:
+    """The sbatch script of each job array, as submitting it would write it."""
     scripts = []
     for res, group in groups.items():
-        executor = make_executor("slurm", folder, max_timeouts, dry_run=True)
-        executor.update_parameters(**res.slurm_parameters(partition, time_min, parallel, cpus_per_task))
+        executor = options.executor("slurm", folder, res, dry_run=True)
         if len(group) > 1:
             executor.parameters["map_count"] = len(group)  # what submitit sets for an array
         scripts.append(executor._make_submission_file_text(executor._submitit_command_str, "dry-run"))
     return scripts
 
 
-def submit(groups: dict[Resources, list[PlannedRun]], backend: str, folder: Path, partition: str | None,
-           time_min: int, parallel: int | None, cpus_per_task: int | None,
-           max_timeouts: int) -> list[tuple[PlannedRun, submitit.Job]]:
+def submit(groups: dict[Resources, list[PlannedRun]], backend: str, folder: Path,
+           options: JobOptions) -> list[tuple[PlannedRun, submitit.Job]]:
     """Submits one job array per resource group; returns each run with its job."""
     submitted = []
     for res, group in groups.items():
-        executor = make_executor(backend, folder, max_timeouts)
-        if backend == "submitit_local":
-            executor.update_parameters(**_local_parameters(time_min, res))
-        else:
-            executor.update_parameters(**res.slurm_parameters(partition, time_min, parallel, cpus_per_task))
-        jobs = executor.submit_array([RunJob(run) for run in group])
+        jobs = options.executor(backend, folder, res).submit_array([RunJob(run) for run in group])
         for run, job in zip(group, jobs):
             print_event("submit", run, f"job {job.job_id}, log {run.log}, job log {job.paths.stderr}")
             submitted.append((run, job))
     return submitted
 
 
-def job_state(run: PlannedRun, job: submitit.Job) -> str:
+def job_state(job: submitit.Job) -> str:
     """done, running, failed or waiting (queued, or between a requeue and its restart)."""
     if job.done():
         return "done" if job.exception() is None else "failed"
@@ -196,7 +193,7 @@ def follow(submitted: Sequence[tuple[PlannedRun, submitit.Job]], poll_s: float) 
     while True:
         changed = False
         for run, job in submitted:
-            state = job_state(run, job)
+            state = job_state(job)
             if states.get(run.name) != state:
                 changed = True
                 if state == "failed":

@@ -153,7 +153,7 @@ def paper_table(root: Path, table: str, benchmark: str, reps: int = 2000, seed: 
         "",
         "| | " + " | ".join(cell.label for cell in columns) + " |",
         "| --- |" + " ---: |" * len(columns),
-        "| paper | " + " | ".join("—" if c.paper is None else f"{c.paper:g}{unit}" for c in columns) + " |",
+        "| paper | " + " | ".join("—" if c.paper is None else f"{c.paper:.{digits}f}{unit}" for c in columns) + " |",
         "| ours | " + " | ".join("not run" if r is None else f"{number(r.mean)} ± {number(r.std)}" for r in rows) + " |",
         "| ours, IQM | " + " | ".join(
             "—" if r is None else f"{number(r.iqm)} [{number(r.ci_low)}, {number(r.ci_high)}]" for r in rows) + " |",

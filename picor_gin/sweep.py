@@ -28,7 +28,7 @@ class PlannedRun:
     @property
     def log(self) -> Path:
         """launch/run.py's stdout and stderr, appended by every attempt."""
-        return self.run_dir.with_name(self.run_dir.name + ".log")
+        return self.rank_log(0)
 
     @property
     def finished(self) -> bool:
@@ -42,6 +42,11 @@ class PlannedRun:
         """Where process `rank` of a multi-node run starts: rank 0 owns the run folder; the others
         get a scratch folder beside it, since launch/run.py refuses a folder that already exists."""
         return self.run_dir if rank == 0 else self.run_dir.with_name(f"{self.run_dir.name}.rank{rank}")
+
+    def rank_log(self, rank: int) -> Path:
+        """The log of process `rank` (rank 0's is the run's)."""
+        folder = self.rank_dir(rank)
+        return folder.with_name(folder.name + ".log")
 
     def command(self, rank: int = 0) -> list[str] | None:
         """launch/run.py's command line now: None if finished, --resume if a checkpoint exists,

@@ -3,10 +3,13 @@ planned sweep goes to local subprocesses or to submitit jobs (local or SLURM).""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from picor_gin import cluster
+from picor_gin.local_backend import run_locally
 from picor_gin.sweep import PlannedRun, print_event
 
 BACKENDS = ("local", "submitit_local", "slurm")
@@ -33,8 +36,6 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bad_backend_input(args: argparse.Namespace) -> str | None:
     """What is wrong with the backend flags, found before anything starts."""
-    from picor_gin.cluster import minutes
-
     if args.parallel is not None and args.parallel < 1:
         return f"--parallel must be >= 1, got {args.parallel}"
     if args.max_timeouts < 0:
@@ -42,7 +43,7 @@ def bad_backend_input(args: argparse.Namespace) -> str | None:
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
         return f"--gpus_per_job must be >= 0, got {args.gpus_per_job}"
     try:
-        minutes(args.time)
+        cluster.minutes(args.time)
     except ValueError as error:
         return str(error)
     return None
@@ -82,19 +83,15 @@ class _BadInput(Exception):
 
 
 def _run_local(runs: Sequence[PlannedRun], args: argparse.Namespace) -> list[tuple[PlannedRun, str]] | None:
-    from picor_gin.local_backend import run_locally
-
     if args.dry_run:
         for run in runs:
             command = run.command()
-            print(f"{run.name}: finished" if command is None else " ".join(command))
+            print(f"{run.name}: finished" if command is None else shlex.join(command))
         return None
     return run_locally(runs, args.parallel or 1)
 
 
 def _run_submitit(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespace) -> list[tuple[PlannedRun, str]] | None:
-    from picor_gin import cluster
-
     for run in runs:
         if run.finished:
             print_event("skip", run, "finished (summary.json)")
@@ -106,14 +103,14 @@ def _run_submitit(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespa
     except (ValueError, TypeError, SyntaxError, KeyError) as error:
         raise _BadInput(" ".join(str(error).split())) from error
     folder = root / ".submitit" / "%j"  # submitit's own logs and pickles, per job
-    options = dict(partition=args.partition, time_min=cluster.minutes(args.time), parallel=args.parallel,
-                   cpus_per_task=args.cpus_per_task, max_timeouts=args.max_timeouts)
+    options = cluster.JobOptions(cluster.minutes(args.time), args.partition, args.parallel, args.cpus_per_task,
+                                 args.max_timeouts)
     if args.dry_run:
         if args.backend != "slurm":
             raise _BadInput("--dry_run prints the sbatch script of --backend slurm (or the commands of local)")
-        for script, group in zip(cluster.sbatch_scripts(groups, folder, **options), groups.values()):
+        for script, group in zip(cluster.sbatch_scripts(groups, folder, options), groups.values()):
             print(f"# {len(group)} run(s): {', '.join(run.name for run in group)}")
             print(script)
         return None
-    submitted = cluster.submit(groups, args.backend, folder, **options)
+    submitted = cluster.submit(groups, args.backend, folder, options)
     return cluster.follow(submitted, args.poll_s)

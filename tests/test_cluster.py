@@ -137,7 +137,7 @@ def test_a_job_failing_by_itself_is_not_requeued(tmp_path, capsys):
     (run.run_dir / "checkpoints").mkdir(parents=True)
     (run.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
     groups = {cluster.Resources(1, 1, 0): [run]}
-    submitted = cluster.submit(groups, "submitit_local", tmp_path / "submitit" / "%j", None, 5, None, None, 3)
+    submitted = cluster.submit(groups, "submitit_local", tmp_path / "submitit" / "%j", cluster.JobOptions(time_min=5))
     failed = cluster.follow(submitted, poll_s=0.2)
     assert [(r.name, reason) for r, reason in failed] == [
         (run.name, f"RuntimeError: launch/run.py exited 2; log {run.log}")]
