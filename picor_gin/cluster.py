@@ -87,7 +87,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         rank = submitit.JobEnvironment().global_rank
-        self.run.clear_unresumable(rank)
+        self.run.set_aside_unresumable(rank)
         command = self.run.command(rank)
         if command is None:
             return "finished"

@@ -48,8 +48,9 @@ def run_locally(runs: Sequence[PlannedRun], parallel: int) -> list[tuple[Planned
     threads = max(1, (os.cpu_count() or 1) // parallel)  # parallel runs share the cores, not fight
 
     def execute(run: PlannedRun) -> int:
-        if run.clear_unresumable():
-            print_event("clear", run, "no checkpoint to resume: starting afresh")
+        stale = run.set_aside_unresumable()
+        if stale is not None:
+            print_event("afresh", run, f"no checkpoint to resume; the attempt's folder is now {stale.name}")
         command = run.command()
         print_event("resume" if run.resumable else "start", run)
         tally.set(run, "running")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import inspect
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -62,14 +61,17 @@ class PlannedRun:
             f"--run_dir={self.rank_dir(rank)}",
         ]
 
-    def clear_unresumable(self, rank: int = 0) -> bool:
-        """Removes this rank's folder of an attempt that died before its first checkpoint (it holds
-        nothing to resume, and launch/run.py would refuse to start afresh in it); its log stays."""
+    def set_aside_unresumable(self, rank: int = 0) -> Path | None:
+        """Renames this rank's folder of an attempt that died before its first checkpoint (nothing
+        to resume, and launch/run.py refuses to start afresh in an existing folder) to
+        <folder>.stale<N>, kept for post-mortems (failed.ckpt, eval.jsonl); returns the new name."""
         folder = self.rank_dir(rank)
         if self.finished or self.resumable or not folder.exists():
-            return False
-        shutil.rmtree(folder)
-        return True
+            return None
+        attempt = 1
+        while folder.with_name(f"{folder.name}.stale{attempt}").exists():
+            attempt += 1
+        return folder.rename(folder.with_name(f"{folder.name}.stale{attempt}"))
 
 
 def plan(gin_files: Sequence[str], seeds: Sequence[int], root: Path, bindings: Sequence[str]) -> list[PlannedRun]:

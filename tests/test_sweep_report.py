@@ -137,9 +137,12 @@ def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     assert runs[3].command()[-2:] == ["--gin_bindings=Experiment.seed = 1", f"--run_dir={root / 'tiny_mtsac' / 'seed1'}"]
     assert runs[3].command(rank=2)[-1] == f"--run_dir={root / 'tiny_mtsac' / 'seed1.rank2'}"  # beside, not inside
     assert runs[0].log == root / "tiny_picor" / "seed0.log"
-    # Nothing to resume in seed1's folder, and launch/run.py refuses an existing one: it goes, before a fresh start.
-    assert [run.clear_unresumable() for run in runs] == [False, False, False, True]
-    assert not runs[3].run_dir.exists() and runs[1].finished and runs[2].resumable
+    # Nothing to resume in seed1's folder, and launch/run.py refuses an existing one: set aside for a fresh start.
+    stale = root / "tiny_mtsac" / "seed1.stale1"
+    assert [run.set_aside_unresumable() for run in runs] == [None, None, None, stale]
+    assert stale.is_dir() and not runs[3].run_dir.exists() and runs[1].finished and runs[2].resumable
+    runs[3].run_dir.mkdir()
+    assert runs[3].set_aside_unresumable() == root / "tiny_mtsac" / "seed1.stale2"
 
 
 def test_sweep_flags_take_several_values_and_repeat():
