@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
 import torch
 
@@ -20,9 +21,9 @@ from picor_gin.sweep import PlannedRun, plan
 from tests.conftest import REPO, cli_command
 from tests.test_sweep_report import sweep
 
-SHORT = [  # 4 tasks x 50 warm-up steps, then 100 updates; checkpoints only when stopped and at the end
-    "Experiment.total_env_steps = 300", "Experiment.eval_every_env_steps = 50",
-    "Experiment.checkpoint_every_env_steps = 1_000", "MultiTaskData.warmup_env_steps_per_task = 50",
+SHORT = [  # 4 tasks x 25 warm-up steps, then 100 updates; checkpoints only when stopped and at the end
+    "Experiment.total_env_steps = 200", "Experiment.eval_every_env_steps = 25",
+    "Experiment.checkpoint_every_env_steps = 1_000", "MultiTaskData.warmup_env_steps_per_task = 25",
 ]
 
 
@@ -107,7 +108,7 @@ def test_submitit_sweep_requeues_a_preempted_job_which_resumes_then_report_reads
     try:
         run_dir = root / "tiny_mtsac" / "seed0"
         deadline = time.monotonic() + 180
-        while _last_evaluated(run_dir) < 250 and time.monotonic() < deadline:
+        while _last_evaluated(run_dir) < 150 and time.monotonic() < deadline:
             time.sleep(0.1)
         run_py = _process_running(sweeping.pid, f"--run_dir={run_dir}")
         job = int(Path(f"/proc/{run_py}/stat").read_text().rsplit(")", 1)[1].split()[1])  # run.py's parent
@@ -122,26 +123,31 @@ def test_submitit_sweep_requeues_a_preempted_job_which_resumes_then_report_reads
     attempts = [line for line in (root / "tiny_mtsac" / "seed0.log").read_text().splitlines() if line.startswith("$ ")]
     assert len(attempts) == 2 and attempts[1].endswith(f"--resume={run_dir}")
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == 300
+    assert steps == sorted(set(steps)) and steps[-1] == 200
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["updates"] == 100  # 300 - 200 warm-up steps: no update repeated or lost
-    assert sum(b["_storage"]["_len"] for b in final["MultiTaskData"]["buffers"]) == 300  # no transition lost
+    assert final["updates"] == 100  # 200 - 100 warm-up steps: no update repeated or lost
+    assert sum(b["_storage"]["_len"] for b in final["MultiTaskData"]["buffers"]) == 200  # no transition lost
     _, rows = build_report([root], reps=100)
     assert [(row.experiment, row.seeds) for row in rows] == [("tiny_mtsac", 2)]
 
 
+class _FailingRun(PlannedRun):
+    """A planned run whose command fails by itself at once (a stand-in for launch/run.py)."""
+
+    def command(self, rank: int = 0) -> list[str] | None:
+        return [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+
+
 def test_a_job_failing_by_itself_is_not_requeued(tmp_path, capsys):
-    """A run that exits non-zero on its own (here: a checkpoint with no config beside it) fails its
-    job once; the job names the run's log and is not started again."""
-    (run,) = plan(["gin_configs/tiny_mtsac.gin"], [0], tmp_path / "sweep", [])
-    (run.run_dir / "checkpoints").mkdir(parents=True)
-    (run.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
-    groups = {cluster.Resources(1, 1, 0): [run]}
-    submitted = cluster.submit(groups, "submitit_local", tmp_path / "submitit" / "%j", cluster.JobOptions(time_min=5))
+    """A run that exits non-zero on its own fails its job once, naming the run's log."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the job process cannot import this file
+    run = _FailingRun("broken/seed0", "unused.gin", 0, tmp_path / "sweep" / "broken" / "seed0")
+    submitted = cluster.submit({cluster.Resources(1, 1, 0): [run]}, "submitit_local", tmp_path / "submitit" / "%j",
+                               cluster.JobOptions(time_min=5))
     failed = cluster.follow(submitted, poll_s=0.2)
     assert [(r.name, reason) for r, reason in failed] == [
-        (run.name, f"RuntimeError: launch/run.py exited 2; log {run.log}")]
-    assert sum(line.startswith("$ ") for line in run.log.read_text().splitlines()) == 1
+        (run.name, f"RuntimeError: launch/run.py exited 3; log {run.log}")]
+    assert run.log.read_text().splitlines()[1:] == ["broken"]  # one attempt: one command line, one output
     assert "progress: 0/1 done, 0 running, 1 failed, 0 waiting" in capsys.readouterr().out
 
 
