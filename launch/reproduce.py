@@ -68,8 +68,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.scale > 0:
-        print(f"error: --scale must be > 0, got {args.scale}", file=sys.stderr)
+    if not args.scale > 0 or args.reps < 1:
+        print(f"error: --scale must be > 0 and --reps >= 1, got {args.scale} and {args.reps}", file=sys.stderr)
         return 2
     gin_files = [cell.gin_file for cell in paper.cells(args.table, args.benchmark) if cell.gin_file]
     problem = bad_input(gin_files, args.seeds)

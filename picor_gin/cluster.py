@@ -65,7 +65,8 @@ def resources(backend: str, num_nodes: int, devices: Any, gpus_per_job: int | No
     if backend == "submitit_local":  # one process: Lightning starts its own device processes
         if num_nodes != 1:
             raise ValueError(f"Trainer.num_nodes = {num_nodes} needs --backend slurm; submitit_local is one node")
-        return Resources(1, 1, gpus_per_job or 0)
+        default = devices if isinstance(devices, int) and not isinstance(devices, bool) else 0
+        return Resources(1, 1, default if gpus_per_job is None else gpus_per_job)  # it hides the GPUs not asked for
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
         raise ValueError(f"on SLURM bind Trainer.devices to a number of devices per node, got {devices!r}")
     gpus = num_nodes * devices if gpus_per_job is None else gpus_per_job

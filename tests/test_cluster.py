@@ -17,8 +17,8 @@ import torch
 
 from picor_gin import cluster
 from picor_gin.report import build_report
-from picor_gin.sweep import PlannedRun, plan
-from tests.conftest import REPO, cli_command
+from picor_gin.sweep import PlannedRun
+from tests.conftest import REPO
 from tests.test_sweep_report import sweep
 
 SHORT = [  # 4 tasks x 25 warm-up steps, then 100 updates; checkpoints only when stopped and at the end
