@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
-from picor_gin.local_backend import run_logged
+from picor_gin.local_backend import run_logged, threads_per_run
 from picor_gin.sweep import PlannedRun, bound_parameters, print_event, progress_line
 
 
@@ -82,8 +82,9 @@ class RunJob(submitit.helpers.Checkpointable):
     """One run as a submitit job: launch/run.py in a subprocess per task (rank), whose command line
     is read from the disk at every (re)start, so a requeued job continues with --resume."""
 
-    def __init__(self, run: PlannedRun):
+    def __init__(self, run: PlannedRun, threads: int | None = None):
         self.run = run
+        self.threads = threads  # torch threads; None: torch's default (SLURM's CPUs of the task)
         self._process: subprocess.Popen | None = None
 
     def __call__(self) -> str:
@@ -93,7 +94,8 @@ class RunJob(submitit.helpers.Checkpointable):
         if command is None:
             return "finished"
         log = self.run.rank_log(rank)
-        code = run_logged(command, log, start=self._start)
+        env = None if self.threads is None else {"OMP_NUM_THREADS": str(self.threads)}
+        code = run_logged(command, log, env, start=self._start)
         if code != 0:  # the run's own failure: raised, so submitit does not requeue it
             raise RuntimeError(f"launch/run.py exited {code}; log {log}")
         return "done"
@@ -111,7 +113,7 @@ class RunJob(submitit.helpers.Checkpointable):
             self._process.send_signal(signal.SIGTERM)  # Lightning broadcasts it to every rank
             with contextlib.suppress(ChildProcessError):  # not Popen.wait: the Popen.wait that this
                 os.waitpid(self._process.pid, 0)  # signal interrupted holds its lock
-        return submitit.helpers.DelayedSubmission(RunJob(self.run))
+        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.threads))
 
 
 class _DryRunSlurmExecutor(SlurmExecutor):
@@ -172,8 +174,10 @@ def submit(groups: dict[Resources, list[PlannedRun]], backend: str, folder: Path
            options: JobOptions) -> list[tuple[PlannedRun, submitit.Job]]:
     """Submits one job array per resource group; returns each run with its job."""
     submitted = []
+    # submitit's local executor starts every job at once: they share this machine's cores.
+    threads = threads_per_run(sum(map(len, groups.values()))) if backend == "submitit_local" else None
     for res, group in groups.items():
-        jobs = options.executor(backend, folder, res).submit_array([RunJob(run) for run in group])
+        jobs = options.executor(backend, folder, res).submit_array([RunJob(run, threads) for run in group])
         for run, job in zip(group, jobs):
             print_event("submit", run, f"job {job.job_id}, log {run.log}, job log {job.paths.stderr}")
             submitted.append((run, job))

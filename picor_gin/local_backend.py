@@ -27,6 +27,12 @@ def run_logged(command: list[str], log_path: Path, env: dict[str, str] | None = 
         return process.wait()
 
 
+def threads_per_run(concurrent_runs: int) -> int:
+    """Torch threads of each of `concurrent_runs` runs on this machine, so they share the cores
+    instead of fighting over them (2 concurrent tiny runs at torch's default managed 1 update/s each here)."""
+    return max(1, (os.cpu_count() or 1) // concurrent_runs)
+
+
 class _Tally:
     """Each run's state, printed as one progress line whenever a run starts or ends."""
 
@@ -45,7 +51,7 @@ def run_locally(runs: Sequence[PlannedRun], parallel: int) -> list[tuple[Planned
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
     tally = _Tally(runs)
-    threads = max(1, (os.cpu_count() or 1) // parallel)  # parallel runs share the cores, not fight
+    threads = threads_per_run(parallel)
 
     def execute(run: PlannedRun) -> int:
         stale = run.set_aside_unresumable()
