@@ -7,6 +7,12 @@ interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rl
     python launch/report.py runs/sweep1                  # prints the markdown table
     python launch/report.py runs/sweep1 --out            # ... and writes it to ./report.md
     python launch/report.py runs/a runs/b --metric mean_return --out results/table.md
+    python launch/report.py runs/reproduce/table1_mt10 --table table1 --benchmark mt10
+
+--table prints a root that launch/reproduce.py filled in the paper's table shape: one column per
+method (Table 1) or ablation cell (Table 2), the paper's number above ours, "not run" where no run
+finished (KTM-DRL is not implemented here); the benchmark fixes the metric (MT10: mean_success
+in %, HalfCheetah: mean_return, tiny: mean_score).
 
 --metric defaults to the first of mean_success, mean_score, mean_return that every run reports;
 average_forgetting (how far the tasks fell below their own best, averaged over the run) is lower-is-better.
@@ -22,7 +28,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.report import LOWER_IS_BETTER, METRICS, ReportError, build_report  # noqa: E402
+from picor_gin.paper import BENCHMARKS, TABLES  # noqa: E402
+from picor_gin.report import LOWER_IS_BETTER, METRICS, ReportError, build_report, paper_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,11 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write the table to FILE (report.md when FILE is left out)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--table", choices=TABLES, default=None, help="the paper's table shape (one root)")
+    parser.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="with --table")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}")
+    if (args.table is None) != (args.benchmark is None) or (args.table and (len(args.paths) > 1 or args.metric)):
+        parser.error("--table and --benchmark go together, with one root and no --metric")
     try:
-        table, _ = build_report(args.paths, args.metric, args.reps, args.seed)
+        if args.table is None:
+            table, _ = build_report(args.paths, args.metric, args.reps, args.seed)
+        else:
+            table, _ = paper_table(args.paths[0], args.table, args.benchmark, args.reps, args.seed)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
+from picor_gin import paper
 from picor_gin.plots import experiment_name
 
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
@@ -80,16 +81,18 @@ def iqm_interval(finals: np.ndarray, reps: int, seed: int) -> tuple[float, float
     return float(points["runs"][0]), float(intervals["runs"][0, 0]), float(intervals["runs"][1, 0])
 
 
+def summarize(name: str, values: Sequence[float], reps: int, seed: int) -> Row:
+    """One experiment's row; std is over seeds (ddof=0, as the plots' bands)."""
+    finals = np.asarray(values, dtype=float)
+    return Row(name, len(finals), float(finals.mean()), float(finals.std()), *iqm_interval(finals, reps, seed))
+
+
 def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> list[Row]:
-    """One row per `Experiment.name`, sorted by name; std is over seeds (ddof=0, as the plots' bands)."""
+    """One row per `Experiment.name`, sorted by name."""
     groups = collections.defaultdict(list)
     for run_dir, summary in summaries.items():
         groups[experiment_name(run_dir)].append(summary[metric])
-    rows = []
-    for name, values in sorted(groups.items()):
-        finals = np.asarray(values, dtype=float)
-        rows.append(Row(name, len(finals), float(finals.mean()), float(finals.std()), *iqm_interval(finals, reps, seed)))
-    return rows
+    return [summarize(name, values, reps, seed) for name, values in sorted(groups.items())]
 
 
 def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
@@ -120,3 +123,40 @@ def build_report(paths: Iterable[Path], metric: str | None = None, reps: int = 2
     metric = choose_metric(summaries, metric)
     rows = report_rows(summaries, metric, reps, seed)
     return markdown(rows, metric, reps, seed), rows
+
+
+def paper_table(root: Path, table: str, benchmark: str, reps: int = 2000, seed: int = 0) -> tuple[str, list[Row | None]]:
+    """The paper's table shape (one column per method or ablation cell), the paper's number above
+    ours; a cell's runs are the finished ones below <root>/<its gin file's stem>, as
+    launch/reproduce.py lays them out. Returns (markdown, one Row or None per column)."""
+    if not root.is_dir():
+        raise ReportError(f"no such folder: {root}")
+    columns = paper.cells(table, benchmark)
+    metric = paper.METRIC[benchmark]
+    scale, unit = (100.0, "%") if benchmark in paper.PERCENT else (1.0, "")
+    digits = 1 if unit else (0 if benchmark == "halfcheetah" else 3)
+
+    def number(value: float) -> str:
+        return f"{value * scale:.{digits}f}{unit}"
+
+    rows: list[Row | None] = []
+    for cell in columns:
+        run_dirs = find_runs([root / cell.stem]) if cell.stem and (root / cell.stem).is_dir() else []
+        summaries = {run_dir: read_summary(run_dir) for run_dir in run_dirs}
+        if summaries:
+            metric = choose_metric(summaries, metric)  # raises, naming a run, if one lacks it
+        rows.append(summarize(cell.label, [s[metric] for s in summaries.values()], reps, seed) if summaries else None)
+    title = {"table1": "Table 1 (methods)", "table2": "Table 2 (ablation: Ada = adaptive weights, Cor = correction)"}
+    lines = [
+        f"{title[table]} on {benchmark}: final `{metric}`{' in %' if unit else ''}; paper: Bai et al. (AAAI 2023); "
+        f"ours: mean ± std over seeds and IQM [{CONFIDENCE:.0%} CI] (rliable, {reps} reps, seed {seed}).",
+        "",
+        "| | " + " | ".join(cell.label for cell in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+        "| paper | " + " | ".join("—" if c.paper is None else f"{c.paper:.{digits}f}{unit}" for c in columns) + " |",
+        "| ours | " + " | ".join("not run" if r is None else f"{number(r.mean)} ± {number(r.std)}" for r in rows) + " |",
+        "| ours, IQM | " + " | ".join(
+            "—" if r is None else f"{number(r.iqm)} [{number(r.ci_low)}, {number(r.ci_high)}]" for r in rows) + " |",
+        "| seeds | " + " | ".join("0" if r is None else str(r.seeds) for r in rows) + " |",
+    ]
+    return "\n".join(lines) + "\n", rows

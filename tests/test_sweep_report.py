@@ -12,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from picor_gin.report import ReportError, build_report
+from picor_gin.local_backend import run_locally
+from picor_gin.report import ReportError, build_report, paper_table
+from picor_gin.sweep import PlannedRun
 from tests.conftest import REPO
 
 
@@ -26,6 +28,7 @@ def _load_launch_script(name: str):
 
 sweep = _load_launch_script("sweep")
 report = _load_launch_script("report")
+reproduce = _load_launch_script("reproduce")
 
 SCORES = {  # final mean_score per seed
     "tiny_mtsac": [0.1, 0.4, 0.5, 0.9],  # IQM: mean of the middle two = 0.45
@@ -118,44 +121,71 @@ def test_report_tables_average_forgetting_on_request_as_lower_is_better(runs_roo
 def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     root = tmp_path / "sweep"
     _fake_run(root / "tiny_picor" / "seed1", "tiny_picor", 1, 0.5)  # finished
-    (root / "tiny_mtsac" / "seed0").mkdir(parents=True)  # started, crashed before its summary
-    jobs = sweep.plan(["gin_configs/tiny_picor.gin", "gin_configs/tiny_mtsac.gin"], [0, 1], root, ["A.b = 1"])
-    assert [(job.name, job.resume) for job in jobs] == [
-        ("tiny_picor/seed0", False), ("tiny_picor/seed1", False), ("tiny_mtsac/seed0", True), ("tiny_mtsac/seed1", False),
+    (root / "tiny_mtsac" / "seed0" / "checkpoints").mkdir(parents=True)  # interrupted after a checkpoint
+    (root / "tiny_mtsac" / "seed0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (root / "tiny_mtsac" / "seed1").mkdir(parents=True)  # died before its first checkpoint
+    runs = sweep.plan(["gin_configs/tiny_picor.gin", "gin_configs/tiny_mtsac.gin"], [0, 1], root, ["A.b = 1"])
+    assert [(run.name, run.finished, run.resumable) for run in runs] == [
+        ("tiny_picor/seed0", False, False), ("tiny_picor/seed1", True, False),
+        ("tiny_mtsac/seed0", False, True), ("tiny_mtsac/seed1", False, False),
     ]
     run_py = str(REPO / "launch" / "run.py")
-    assert jobs[0].command == [sys.executable, run_py, "--gin_file=gin_configs/tiny_picor.gin", "--gin_bindings=A.b = 1",
-                               "--gin_bindings=Experiment.seed = 0", f"--run_dir={root / 'tiny_picor' / 'seed0'}"]
-    assert jobs[1].command is None
-    assert jobs[2].command == [sys.executable, run_py, f"--resume={root / 'tiny_mtsac' / 'seed0'}"]
-    assert jobs[3].command[-2:] == ["--gin_bindings=Experiment.seed = 1", f"--run_dir={root / 'tiny_mtsac' / 'seed1'}"]
-    assert jobs[0].log == root / "tiny_picor" / "seed0.log"
+    assert runs[0].command() == [sys.executable, run_py, "--gin_file=gin_configs/tiny_picor.gin", "--gin_bindings=A.b = 1",
+                                 "--gin_bindings=Experiment.seed = 0", f"--run_dir={root / 'tiny_picor' / 'seed0'}"]
+    assert runs[1].command() is None
+    assert runs[2].command() == runs[2].command(rank=1) == [sys.executable, run_py, f"--resume={root / 'tiny_mtsac' / 'seed0'}"]
+    assert runs[3].command()[-2:] == ["--gin_bindings=Experiment.seed = 1", f"--run_dir={root / 'tiny_mtsac' / 'seed1'}"]
+    assert runs[3].command(rank=2)[-1] == f"--run_dir={root / 'tiny_mtsac' / 'seed1.rank2'}"  # beside, not inside
+    assert runs[0].log == root / "tiny_picor" / "seed0.log"
+    # Nothing to resume in seed1's folder, and launch/run.py refuses an existing one: set aside for a fresh start.
+    stale = root / "tiny_mtsac" / "seed1.stale1"
+    assert [run.set_aside_unresumable() for run in runs] == [None, None, None, stale]
+    assert stale.is_dir() and not runs[3].run_dir.exists() and runs[1].finished and runs[2].resumable
+    runs[3].run_dir.mkdir()
+    assert runs[3].set_aside_unresumable() == root / "tiny_mtsac" / "seed1.stale2"
 
 
 def test_sweep_flags_take_several_values_and_repeat():
     args = sweep.parse_args(["--gin_files", "a.gin", "--seeds", "0", "1", "--root", "r",
                              "--gin_bindings", "A.b = 1", "C.d = 2", "--gin_bindings", "E.f = 3", "--seeds", "2"])
-    assert args.seeds == [0, 1, 2] and args.gin_bindings == ["A.b = 1", "C.d = 2", "E.f = 3"] and args.parallel == 1
+    assert args.seeds == [0, 1, 2] and args.gin_bindings == ["A.b = 1", "C.d = 2", "E.f = 3"]
+    assert args.backend == "local" and args.parallel is None and not args.dry_run
 
 
-def test_sweep_runs_in_parallel_logs_output_and_lists_failures(tmp_path, capsys):
-    def job(name: str, code: int):
-        command = [sys.executable, "-c", f"import sys; print('noisy {name}'); sys.exit({code})"]
-        return sweep.Job(name, tmp_path / name / "seed0", command, resume=False)
+class _ScriptedRun(PlannedRun):
+    """A planned run whose command is a stand-in script instead of launch/run.py."""
 
-    jobs = [job("ok", 0), job("broken", 3), sweep.Job("done", tmp_path / "done" / "seed0", None, resume=False)]
-    failed = sweep.sweep(jobs, parallel=2)
-    assert [(j.name, code) for j, code in failed] == [("broken", 3)]
-    assert (tmp_path / "ok" / "seed0.log").read_text().splitlines() == [f"$ {shlex.join(jobs[0].command)}", "noisy ok"]
-    printed = capsys.readouterr().out
-    assert "noisy" not in printed
-    assert "skip   done" in printed and "FAILED broken: exit 3 in" in printed and "done   ok: exit 0 in" in printed
+    def command(self, rank: int = 0) -> list[str] | None:
+        code = {"ok": 0, "broken": 3}[self.name.split("/")[0]]
+        return [sys.executable, "-c", f"import sys; print('noisy {self.name}'); sys.exit({code})"]
+
+
+def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_failures(tmp_path, capsys):
+    runs = [_ScriptedRun(f"{name}/seed0", "unused.gin", 0, tmp_path / name / "seed0") for name in ("ok", "broken")]
+    _fake_run(tmp_path / "done" / "seed0", "done", 0, 0.5)
+    runs.append(PlannedRun("done/seed0", "unused.gin", 0, tmp_path / "done" / "seed0"))
+    failed = run_locally(runs, parallel=2)
+    assert [(run.name, reason) for run, reason in failed] == [("broken/seed0", "exit 3")]
+    assert (tmp_path / "ok" / "seed0.log").read_text().splitlines() == [
+        f"$ {shlex.join(runs[0].command())}", "noisy ok/seed0"]
+    printed = capsys.readouterr().out.splitlines()
+    assert not any("noisy" in line for line in printed)
+    assert "skip   done/seed0: finished (summary.json)" in printed
+    assert any(line.startswith("FAILED broken/seed0: exit 3 in") and line.endswith(f"log {runs[1].log}") for line in printed)
+    assert any(line.startswith("done   ok/seed0: exit 0 in") for line in printed)
+    assert "progress: 1/3 done, 2 running, 0 failed, 0 waiting" in printed
+    assert printed[-1] == "progress: 2/3 done, 0 running, 1 failed, 0 waiting"
 
 
 @pytest.mark.parametrize("argv, problem", [
     (["--gin_files", "gin_configs/missing.gin"], "gin file not found"),
     (["--gin_files", "gin_configs/mt10_picor.gin", "gin_configs/smoke/mt10_picor.gin"], "share a name"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--parallel", "0"], "--parallel must be >= 1"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--time", "3 days"], "--time must look like"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "Trainer.devices = 'auto'"],
+     "bind Trainer.devices to a number"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "PiCor.lamm = 1.0"],
+     "doesn't have a parameter named 'lamm'"),
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
     assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2
@@ -171,7 +201,8 @@ def test_real_tiny_sweep_then_relaunch_skips_then_report(tmp_path):
                "--gin_bindings", "Experiment.total_env_steps = 1010"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(result.stdout.splitlines()) == 4  # a start and an end line per run, no progress bars
+    lines = result.stdout.splitlines()  # per run: start, progress, end, progress; no progress bars
+    assert len(lines) == 8 and lines[-1] == "progress: 2/2 done, 0 running, 0 failed, 0 waiting"
     for seed in (0, 1):
         run_dir = root / "tiny_mtsac" / f"seed{seed}"
         assert f"Experiment.seed = {seed}\n" in (run_dir / "config.gin").read_text()
@@ -184,3 +215,35 @@ def test_real_tiny_sweep_then_relaunch_skips_then_report(tmp_path):
     ]
     _, rows = build_report([root], reps=100)
     assert [(row.experiment, row.seeds) for row in rows] == [("tiny_mtsac", 2)]
+
+
+def test_paper_table_has_the_papers_columns_numbers_beside_ours_and_not_run_cells(tmp_path, capsys):
+    root = tmp_path / "table1_mt10"
+    for stem, successes in (("mt10_picor", [0.6, 0.8, 0.7]), ("mt10_mtsac", [0.2, 0.3])):
+        for seed, success in enumerate(successes):
+            _fake_run(root / stem / f"seed{seed}", stem, seed, 0.0)
+            summary = json.loads((root / stem / f"seed{seed}" / "summary.json").read_text())
+            (root / stem / f"seed{seed}" / "summary.json").write_text(json.dumps({**summary, "mean_success": success}))
+    table, rows = paper_table(root, "table1", "mt10", reps=200)
+    lines = table.splitlines()
+    assert lines[0].startswith("Table 1 (methods) on mt10: final `mean_success` in %")
+    assert lines[2] == "| | PiCor | MTSAC | MTMHSAC | Soft Modularization | KTM-DRL | PCGrad |"
+    assert lines[4] == "| paper | 73.3% | 23.3% | 46.0% | 46.6% | 66.6% | 63.3% |"
+    assert lines[5].startswith("| ours | 70.0% ± 8.2% | 25.0% ± 5.0% | not run | not run | not run | not run |")
+    assert lines[7] == "| seeds | 3 | 2 | 0 | 0 | 0 | 0 |"
+    assert rows[0].iqm == pytest.approx(0.7) and rows[4] is None  # KTM-DRL: no gin file, never run
+
+    assert report.main([str(root), "--table", "table1", "--benchmark", "mt10", "--reps", "200"]) == 0
+    assert capsys.readouterr().out.splitlines()[4] == lines[4]
+
+
+def test_reproduce_builds_the_grid_from_the_shipped_gin_files_with_scaled_budgets(tmp_path, capsys):
+    runs = reproduce.grid("table1", "tiny", [0, 1], tmp_path, ["PiCor.lam = 3.0"], scale=0.1)
+    assert [run.name for run in runs[::2]] == [
+        "tiny_picor/seed0", "tiny_mtsac/seed0", "tiny_mtmhsac/seed0", "tiny_soft_modular/seed0", "tiny_mtsac_pcgrad/seed0"]
+    assert "skip   KTM-DRL: not implemented here" in capsys.readouterr().out
+    assert runs[0].bindings == ("PiCor.lam = 3.0", "Experiment.total_env_steps = 500", "Experiment.eval_every_env_steps = 100",
+                                "Experiment.checkpoint_every_env_steps = 400", "MultiTaskData.warmup_env_steps_per_task = 25")
+    ablation = reproduce.grid("table2", "halfcheetah", [3], tmp_path, [], scale=1)
+    assert [(run.gin_file, run.bindings) for run in ablation] == [
+        (f"gin_configs/ablation/halfcheetah_{cell}.gin", ()) for cell in ("adaO_corO", "adaX_corO", "adaO_corX", "adaX_corX")]

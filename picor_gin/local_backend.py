@@ -1,0 +1,79 @@
+"""The sweep's local backend: launch/run.py as subprocesses of this one, N at a time, each one's
+output appended to its log, never echoed."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shlex
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from picor_gin.sweep import PlannedRun, print_event, progress_line
+
+
+def run_logged(command: list[str], log_path: Path, env: dict[str, str] | None = None,
+               start: Callable[..., subprocess.Popen] = subprocess.Popen) -> int:
+    """Runs `command` (started by `start`) with its output appended to `log_path`, which keeps
+    the earlier attempts; returns its exit status."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        process = start(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        env={**os.environ, **(env or {})})
+        return process.wait()
+
+
+def threads_per_run(concurrent_runs: int) -> int:
+    """Torch threads of each of `concurrent_runs` runs on this machine, so they share the cores
+    instead of fighting over them (2 concurrent tiny runs at torch's default managed 1 update/s each here)."""
+    return max(1, (os.cpu_count() or 1) // concurrent_runs)
+
+
+class _Tally:
+    """Each run's state, printed as one progress line whenever a run starts or ends."""
+
+    def __init__(self, runs: Sequence[PlannedRun]):
+        self._states = {run.name: "done" if run.finished else "waiting" for run in runs}
+        self._lock = threading.Lock()
+
+    def set(self, run: PlannedRun, state: str) -> None:
+        with self._lock:
+            self._states[run.name] = state
+            print(progress_line(self._states.values()), flush=True)
+
+
+def run_locally(runs: Sequence[PlannedRun], parallel: int) -> list[tuple[PlannedRun, str]]:
+    """Runs the unfinished runs `parallel` at a time; returns the failed ones, each with why."""
+    if parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {parallel}")
+    tally = _Tally(runs)
+    threads = threads_per_run(parallel)
+
+    def execute(run: PlannedRun) -> int:
+        stale = run.set_aside_unresumable()
+        if stale is not None:
+            print_event("afresh", run, f"no checkpoint to resume; the attempt's folder is now {stale.name}")
+        command = run.command()
+        print_event("resume" if run.resumable else "start", run)
+        tally.set(run, "running")
+        started = time.perf_counter()
+        code = run_logged(command, run.log, {"OMP_NUM_THREADS": str(threads)})
+        elapsed = f"exit {code} in {time.perf_counter() - started:.0f} s"
+        print_event("done" if code == 0 else "FAILED", run, elapsed if code == 0 else f"{elapsed}, log {run.log}")
+        tally.set(run, "done" if code == 0 else "failed")
+        return code
+
+    for run in runs:
+        if run.finished:
+            print_event("skip", run, "finished (summary.json)")
+    todo = [run for run in runs if not run.finished]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+    try:
+        codes = list(pool.map(execute, todo))
+    finally:  # on Ctrl-C: start no queued run, wait for the running ones to checkpoint and exit
+        pool.shutdown(cancel_futures=True)
+    return [(run, f"exit {code}") for run, code in zip(todo, codes) if code != 0]

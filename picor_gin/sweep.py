@@ -1,0 +1,139 @@
+"""A sweep's plan (gin files x seeds -> run folders and launch/run.py command lines) and its
+progress line, shared by every backend: local subprocesses and submitit jobs (local or SLURM)."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_PY = REPO / "launch" / "run.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """Seed `seed` of `gin_file`, in `run_dir`; its command line is read from the disk when it
+    starts, so a requeued or re-launched run resumes from wherever its checkpoint got to."""
+
+    name: str
+    gin_file: str
+    seed: int
+    run_dir: Path
+    bindings: tuple[str, ...] = ()
+
+    @property
+    def log(self) -> Path:
+        """launch/run.py's stdout and stderr, appended by every attempt."""
+        return self.rank_log(0)
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "summary.json").is_file()
+
+    @property
+    def resumable(self) -> bool:
+        return (self.run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    def rank_dir(self, rank: int) -> Path:
+        """Where process `rank` of a multi-node run starts: rank 0 owns the run folder; the others
+        get a scratch folder beside it, since launch/run.py refuses a folder that already exists."""
+        return self.run_dir if rank == 0 else self.run_dir.with_name(f"{self.run_dir.name}.rank{rank}")
+
+    def rank_log(self, rank: int) -> Path:
+        """The log of process `rank` (rank 0's is the run's)."""
+        folder = self.rank_dir(rank)
+        return folder.with_name(folder.name + ".log")
+
+    def command(self, rank: int = 0) -> list[str] | None:
+        """launch/run.py's command line now: None if finished, --resume if a checkpoint exists,
+        else a fresh run (every rank decides alike: no rank has written a checkpoint yet)."""
+        if self.finished:
+            return None
+        if self.resumable:
+            return [sys.executable, str(RUN_PY), f"--resume={self.run_dir}"]
+        return [
+            sys.executable, str(RUN_PY), f"--gin_file={self.gin_file}",
+            *(f"--gin_bindings={binding}" for binding in self.bindings),
+            f"--gin_bindings=Experiment.seed = {self.seed}",
+            f"--run_dir={self.rank_dir(rank)}",
+        ]
+
+    def set_aside_unresumable(self, rank: int = 0) -> Path | None:
+        """Renames this rank's folder of an attempt that died before its first checkpoint (nothing
+        to resume, and launch/run.py refuses to start afresh in an existing folder) to
+        <folder>.stale<N>, kept for post-mortems (failed.ckpt, eval.jsonl); returns the new name."""
+        folder = self.rank_dir(rank)
+        if self.finished or self.resumable or not folder.exists():
+            return None
+        attempt = 1
+        while folder.with_name(f"{folder.name}.stale{attempt}").exists():
+            attempt += 1
+        return folder.rename(folder.with_name(f"{folder.name}.stale{attempt}"))
+
+
+def plan(gin_files: Sequence[str], seeds: Sequence[int], root: Path, bindings: Sequence[str]) -> list[PlannedRun]:
+    """Every (gin file, seed) pair, gin file by gin file, into <root>/<gin file stem>/seed<S>."""
+    return [
+        PlannedRun(f"{Path(gin_file).stem}/seed{seed}", gin_file, seed, root / Path(gin_file).stem / f"seed{seed}",
+                   tuple(bindings))
+        for gin_file in gin_files for seed in seeds
+    ]
+
+
+def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
+    """What each of `names` ('Configurable.param') is in a run of `gin_file` with `bindings`: the
+    bound value, else the constructor's default; read with gin, which builds nothing. Raises
+    gin's ValueError (and the like) for a config that launch/run.py would refuse."""
+    import gin
+
+    import picor_gin.cli  # noqa: F401  (registers every configurable launch/run.py knows)
+
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO))
+    try:
+        gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+        values = {}
+        for name in names:
+            try:
+                values[name] = gin.query_parameter(name)
+            except ValueError:  # not bound
+                configurable, parameter = name.rsplit(".", 1)
+                constructor = inspect.unwrap(gin.get_configurable(configurable).__init__)
+                values[name] = inspect.signature(constructor).parameters[parameter].default
+    finally:
+        gin.clear_config()
+    return values
+
+
+def bad_input(gin_files: Sequence[str], seeds: Sequence[int]) -> str | None:
+    """What is wrong with a sweep's gin files and seeds, found before anything starts."""
+    for gin_file in gin_files:
+        if not Path(gin_file).is_file() and not (REPO / gin_file).is_file():
+            return f"gin file not found: {gin_file}"
+    stems = [Path(gin_file).stem for gin_file in gin_files]
+    if len(set(stems)) < len(stems):
+        return f"gin files share a name, so their run folders would too: {', '.join(gin_files)}"
+    if len(set(seeds)) < len(seeds):
+        return f"a seed is repeated: {' '.join(map(str, seeds))}"
+    return None
+
+
+STATES = ("done", "running", "failed", "waiting")
+
+
+def progress_line(states: Iterable[str]) -> str:
+    """'progress: 3/12 done, 2 running, 1 failed, 6 waiting' from each run's state."""
+    counts = collections.Counter(states)
+    unknown = set(counts) - set(STATES)
+    if unknown:
+        raise ValueError(f"unknown run state(s) {sorted(unknown)}; expected {STATES}")
+    total = sum(counts.values())
+    return f"progress: {counts['done']}/{total} done, " + ", ".join(f"{counts[s]} {s}" for s in STATES[1:])
+
+
+def print_event(event: str, run: PlannedRun, detail: str = "") -> None:
+    """One line per run event: 'start   tiny_mtsac/seed0', 'FAILED  ...: exit 1, log ...'."""
+    print(f"{event:<7}{run.name}{': ' + detail if detail else ''}", flush=True)

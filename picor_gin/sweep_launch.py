@@ -1,0 +1,116 @@
+"""The backend flags and the dispatch that launch/sweep.py and launch/reproduce.py share: a
+planned sweep goes to local subprocesses or to submitit jobs (local or SLURM)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from picor_gin import cluster
+from picor_gin.local_backend import run_locally
+from picor_gin.sweep import PlannedRun, print_event
+
+BACKENDS = ("local", "submitit_local", "slurm")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend", "where the runs go (DESIGN.md section 9)")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local: subprocesses here; slurm: a job array through submitit; "
+                            "submitit_local: submitit's local executor (the slurm path without SLURM)")
+    group.add_argument("--parallel", type=int, default=None,
+                       help="runs at once (local: default 1; slurm: the array's limit, default none)")
+    group.add_argument("--partition", default=None, help="SLURM partition")
+    group.add_argument("--gpus_per_job", type=int, default=None,
+                       help="GPUs per run (default Trainer.num_nodes x Trainer.devices; 0: a CPU job)")
+    group.add_argument("--time", default="72:00:00", help="a job's time limit (SLURM's --time format)")
+    group.add_argument("--cpus_per_task", type=int, default=None, help="CPUs per process (SLURM)")
+    group.add_argument("--max_timeouts", type=int, default=3,
+                       help="times a job is requeued after its time limit (preemptions always are)")
+    group.add_argument("--poll_s", type=float, default=30.0, help="seconds between checks of the jobs' states")
+    group.add_argument("--dry_run", action="store_true",
+                       help="print what would run (the sbatch script on slurm) and run nothing")
+
+
+def bad_backend_input(args: argparse.Namespace) -> str | None:
+    """What is wrong with the backend flags, found before anything starts."""
+    if args.parallel is not None and args.parallel < 1:
+        return f"--parallel must be >= 1, got {args.parallel}"
+    if args.max_timeouts < 0:
+        return f"--max_timeouts must be >= 0, got {args.max_timeouts}"
+    if args.gpus_per_job is not None and args.gpus_per_job < 0:
+        return f"--gpus_per_job must be >= 0, got {args.gpus_per_job}"
+    try:
+        cluster.minutes(args.time)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def launch(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespace) -> int:
+    """Runs or submits `runs`, shows their progress, lists the failed ones with their logs.
+
+    Exit status: 0 every run done (or the dry run printed); 1 some run failed; 2 bad input.
+    """
+    problem = bad_backend_input(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        failed = _run_local(runs, args) if args.backend == "local" else _run_submitit(runs, root, args)
+    except _BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = "re-launch the same command to resume" if args.backend == "local" else (
+            "the jobs keep running (squeue); re-launch the same command once they ended")
+        print(f"error: interrupted; {hint}", file=sys.stderr)
+        return 1
+    if failed is None:  # a dry run
+        return 0
+    if failed:
+        print(f"{len(failed)} run(s) failed:", file=sys.stderr)
+        for run, reason in failed:
+            print(f"  {run.name}: {reason}, log {run.log}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _BadInput(Exception):
+    """A run's gin config or the requested resources do not fit: one line, exit 2."""
+
+
+def _run_local(runs: Sequence[PlannedRun], args: argparse.Namespace) -> list[tuple[PlannedRun, str]] | None:
+    if args.dry_run:
+        for run in runs:
+            command = run.command()
+            print(f"{run.name}: finished" if command is None else shlex.join(command))
+        return None
+    return run_locally(runs, args.parallel or 1)
+
+
+def _run_submitit(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespace) -> list[tuple[PlannedRun, str]] | None:
+    for run in runs:
+        if run.finished:
+            print_event("skip", run, "finished (summary.json)")
+    todo = [run for run in runs if not run.finished]
+    if not todo:
+        return []
+    try:
+        groups = cluster.group_by_resources(todo, args.backend, args.gpus_per_job)
+    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+        raise _BadInput(" ".join(str(error).split())) from error
+    folder = root / ".submitit" / "%j"  # submitit's own logs and pickles, per job
+    options = cluster.JobOptions(cluster.minutes(args.time), args.partition, args.parallel, args.cpus_per_task,
+                                 args.max_timeouts)
+    if args.dry_run:
+        if args.backend != "slurm":
+            raise _BadInput("--dry_run prints the sbatch script of --backend slurm (or the commands of local)")
+        for script, group in zip(cluster.sbatch_scripts(groups, folder, options), groups.values()):
+            print(f"# {len(group)} run(s): {', '.join(run.name for run in group)}")
+            print(script)
+        return None
+    submitted = cluster.submit(groups, args.backend, folder, options)
+    return cluster.follow(submitted, args.poll_s)
