@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import pickle
 from typing import Any, Callable
 
 import gin
@@ -152,11 +153,13 @@ class TorchJDAggregation(GradientSurgery):
         return {**{k: torch.stack([terms[k] for terms in per_task]).mean() for k in per_task[0]}, **metrics}
 
     def state_dict(self) -> dict[str, Any]:
-        # Pickled whole: the states of Nash-MTL, GradVac, ... are plain attributes, not buffers.
-        return {"aggregators": self._per_group}
+        # Pickled to bytes: the states of Nash-MTL, GradVac, ... are plain attributes (NumPy
+        # arrays, cvxpy parameters), which a weights-only checkpoint load would refuse.
+        return {"aggregators": pickle.dumps(self._per_group)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._per_group = dict(state.get("aggregators", {}))
+        if "aggregators" in state:
+            self._per_group = pickle.loads(state["aggregators"])
 
 
 def _task_part(batch: TensorDictBase, task_id: int) -> TensorDictBase:

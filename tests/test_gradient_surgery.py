@@ -115,7 +115,7 @@ def test_a_stateful_aggregator_continues_from_its_checkpointed_state():
     buffer = io.BytesIO()
     torch.save(interrupted.state_dict(), buffer)
     resumed = TorchJDAggregation(NashMTL(n_tasks=3, update_weights_every=3))
-    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
+    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))  # as Lightning resumes
     torch.testing.assert_close(_step(resumed, jacobians[2])[0], steps[2])
     # Without the state, the third update would solve afresh instead of reusing the first's weights.
     assert not torch.allclose(_step(TorchJDAggregation(NashMTL(n_tasks=3, update_weights_every=3)), jacobians[2])[0], steps[2])
