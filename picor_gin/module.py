@@ -147,7 +147,7 @@ class PiCor(L.LightningModule):
             # pi_t: the actor *before* this update; A^{pi_t} is its advantage, not pi'_t's.
             pi_t = self.backbone.policy_snapshot(states["observation"])
 
-        # 1. Policy optimization phase, on the sampled task's batch only.
+        # 1. Policy optimization phase on the sampled task's batch, its gradient as the surgery forms it.
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
         groups = self.backbone.parameter_groups()
