@@ -141,3 +141,13 @@ def test_every_ddp_spelling_either_allows_unused_parameters_or_is_refused(name):
     else:
         externals.check_strategy(trainer.strategy)
         assert trainer.strategy._ddp_kwargs["find_unused_parameters"]
+
+
+def test_a_wrong_type_behind_a_macro_names_the_binding_and_the_macro():
+    import picor_gin.binding_types  # noqa: F401  (registers the check gin runs when it finalizes)
+
+    gin.add_config_file_search_path(str(REPO))
+    with pytest.raises(TypeError, match=r"OneHotMLP.hidden_sizes = %HIDDEN_SIZES = \(64, 'x'\): expected Sequence\[int\]"):
+        gin.parse_config_files_and_bindings(
+            [str(REPO / "gin_configs/tiny_picor.gin")], ["HIDDEN_SIZES = (64, 'x')"], skip_unknown=False
+        )
