@@ -9,12 +9,12 @@ import collections
 import dataclasses
 import functools
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import gin
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
@@ -328,12 +328,13 @@ class MultiTaskData(L.LightningDataModule):
         process r continues from saved process r mod (saved count)."""
         saved_world_size = state.get("world_size", 1)
         source = self.rank % saved_world_size
-        if saved_world_size != self.world_size:
-            rank_zero_info(
-                f"resuming on {self.world_size} process(es) a run checkpointed on {saved_world_size}: "
+        if saved_world_size != self.world_size and self.rank == 0:
+            print(
+                f"note: resuming on {self.world_size} process(es) a run checkpointed on {saved_world_size}: "
                 f"process r continues from the replay buffers of saved process r mod {saved_world_size}"
                 + ("" if self.world_size >= saved_world_size else
-                   f"; those of saved processes {self.world_size}..{saved_world_size - 1} are not used")
+                   f"; those of saved processes {self.world_size}..{saved_world_size - 1} are not used"),
+                file=sys.stderr,
             )
         if source > 0:
             own = process_file(Path(self.trainer.ckpt_path), source)
