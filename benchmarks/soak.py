@@ -171,35 +171,47 @@ def disk_full() -> str:
         mount.rmdir()
 
 
+PARTS = ("tiny", "mt10", "checkpoint", "disk_full")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny_env_steps", type=int, default=50_000)
     parser.add_argument("--mt10_env_steps", type=int, default=4_000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny updates only contend on more)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--out", type=Path, default=None, help="Markdown report, appended to as each part ends")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as launch/run.py does
-    sections = [f"Soak on {os.cpu_count()} cores, {args.threads} torch thread(s), load average at start "
-                f"{os.getloadavg()[0]:.1f}.", ""]
-    rows, wall_s = soak("gin_configs/tiny_picor.gin", [
-        f"Experiment.total_env_steps = {args.tiny_env_steps}", "MultiTaskData.replay_capacity = 2_500",
-        "Trainer.enable_progress_bar = False",
-    ], every_env_steps=5_000)
-    sections.append(table(f"tiny_picor, {args.tiny_env_steps:,} env steps, replay capacity 2,500 per task "
-                          "(full at 10,000)", rows, wall_s))
-    rows, wall_s = soak("gin_configs/mt10_picor.gin", [
-        f"Experiment.total_env_steps = {args.mt10_env_steps}", "MultiTaskData.warmup_env_steps_per_task = 100",
-        "MultiTaskData.replay_capacity = 256", "Experiment.eval_every_env_steps = 1_000_000",
-        "Experiment.eval_episodes = 1", "Trainer.enable_progress_bar = False",
-    ], every_env_steps=500)
-    sections.append(table(f"mt10_picor, {args.mt10_env_steps:,} env steps, replay capacity 256 per task "
-                          "(full at 2,560)", rows, wall_s))
-    sections += [full_capacity_checkpoint(), "", disk_full(), ""]
-    report = "\n".join(sections)
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
+
+    def report(text: str) -> None:
+        print(text, flush=True)
+        if args.out is not None:
+            with args.out.open("a") as f:
+                f.write(text + "\n")
+
+    report(f"Soak on {os.cpu_count()} cores, {args.threads} torch thread(s), load average at start "
+           f"{os.getloadavg()[0]:.1f}.\n")
+    if "tiny" in args.parts:
+        rows, wall_s = soak("gin_configs/tiny_picor.gin", [
+            f"Experiment.total_env_steps = {args.tiny_env_steps}", "MultiTaskData.replay_capacity = 2_500",
+            "Trainer.enable_progress_bar = False",
+        ], every_env_steps=5_000)
+        report(table(f"tiny_picor, {args.tiny_env_steps:,} env steps, replay capacity 2,500 per task "
+                     "(full at 10,000)", rows, wall_s))
+    if "mt10" in args.parts:
+        rows, wall_s = soak("gin_configs/mt10_picor.gin", [
+            f"Experiment.total_env_steps = {args.mt10_env_steps}", "MultiTaskData.warmup_env_steps_per_task = 100",
+            "MultiTaskData.replay_capacity = 256", "Experiment.eval_every_env_steps = 1_000_000",
+            "Experiment.eval_episodes = 1", "Trainer.enable_progress_bar = False",
+        ], every_env_steps=500)
+        report(table(f"mt10_picor, {args.mt10_env_steps:,} env steps, replay capacity 256 per task "
+                     "(full at about 2,600)", rows, wall_s))
+    if "checkpoint" in args.parts:
+        report(full_capacity_checkpoint() + "\n")
+    if "disk_full" in args.parts:
+        report(disk_full() + "\n")
 
 
 if __name__ == "__main__":
