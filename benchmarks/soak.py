@@ -62,6 +62,7 @@ class SoakSampler(L.Callback):
             "rss_mib": resident_mib(),
             "updates_per_s": (pl_module.updates - self._last[2]) / (now - self._last[0]),
             "buffers_full": full,
+            "load": os.getloadavg()[0],  # other processes on the machine: throughput drifts with it
         })
         self._last = (now, data.env_steps, pl_module.updates)
 
@@ -100,10 +101,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def table(title: str, rows: list[dict[str, Any]], wall_s: float) -> str:
-    lines = [f"### {title} ({wall_s / 60:.1f} min)", "", "| env steps | resident MiB | updates/s | buffers full |",
-             "|---:|---:|---:|:---:|"]
-    lines += [f"| {r['env_steps']:,} | {r['rss_mib']:.0f} | {r['updates_per_s']:.1f} | {'yes' if r['buffers_full'] else 'no'} |"
-              for r in rows]
+    lines = [f"### {title} ({wall_s / 60:.1f} min)", "",
+             "| env steps | resident MiB | updates/s | buffers full | load average (1 min) |", "|---:|---:|---:|:---:|---:|"]
+    lines += [f"| {r['env_steps']:,} | {r['rss_mib']:.0f} | {r['updates_per_s']:.1f} | "
+              f"{'yes' if r['buffers_full'] else 'no'} | {r['load']:.1f} |" for r in rows]
     return "\n".join(lines + ["", verdict(rows), ""])
 
 
