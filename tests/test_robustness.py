@@ -151,3 +151,14 @@ def test_a_wrong_type_behind_a_macro_names_the_binding_and_the_macro():
         gin.parse_config_files_and_bindings(
             [str(REPO / "gin_configs/tiny_picor.gin")], ["HIDDEN_SIZES = (64, 'x')"], skip_unknown=False
         )
+
+
+def test_a_replay_capacity_below_the_batch_size_is_refused_naming_both():
+    from picor_gin.backbones import SAC
+    from picor_gin.data import MultiTaskData
+    from picor_gin.tasks import PointGoals
+
+    policy = SAC(obs_dim=6, action_dim=2, num_tasks=4).policy
+    with pytest.raises(ValueError, match=r"replay_capacity = 100 \(per task\) cannot hold one batch of MultiTaskData.batch_size = 256"):
+        MultiTaskData(task_set=PointGoals(num_tasks=4), policy=policy, seed=0, total_env_steps=2_000,
+                      replay_capacity=100, batch_size=256)
