@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
 from picor_gin.data import MultiTaskData
 from picor_gin.evaluation import evaluate, headline_metric
 from picor_gin.forgetting import forgetting_history, forgetting_step, mean_over_tasks
@@ -94,9 +94,10 @@ class PeriodicEvaluation(L.Callback):
 
 
 class EnvStepCheckpoint(L.Callback):
-    """Writes `last.ckpt` (model, optimizers, replay buffers) every N env steps, at the end and
-    on SIGTERM/SIGINT; written to a temporary file then renamed, so a crash mid-save keeps the
-    old one. Any other failure leaves `last.ckpt` as it was and writes `failed.ckpt`."""
+    """Writes a checkpoint (model, optimizers, replay buffers; under DDP every process's) every
+    N env steps, at the end and on SIGTERM/SIGINT, keeping the last two (checkpoint_files.py).
+    Each is written to a temporary file then renamed, so a crash or a full disk mid-save keeps
+    the older ones. Any other failure keeps them as they are and writes `failed.ckpt`."""
 
     def __init__(self, dirpath: Path, every_env_steps: int):
         self.dirpath = Path(dirpath)
@@ -105,20 +106,44 @@ class EnvStepCheckpoint(L.Callback):
 
     @property
     def last_path(self) -> Path:
-        return self.dirpath / "last.ckpt"
+        return checkpoint_path(self.dirpath)
 
     def save(self, trainer: L.Trainer) -> None:
-        """Replaces last.ckpt, which therefore only ever holds a finite state."""
+        """Replaces the last checkpoint, which therefore only ever holds a finite state.
+
+        Raises:
+            CheckpointWriteError: a file could not be written on some process (the disk is
+                full); every process's last two checkpoints are left as they were.
+        """
         for name, value in trainer.lightning_module.state_dict().items():
             if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
                 raise FloatingPointError(
-                    f"non-finite {name} at env step {_env_steps(trainer)}; last.ckpt keeps the "
-                    f"state of env step {self.saved_env_steps}"
+                    f"non-finite {name} at env step {_env_steps(trainer)}; {self.last_path.name} keeps "
+                    f"the state of env step {self.saved_env_steps}"
                 )
-        tmp = self.dirpath / "last.ckpt.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)  # the full state (optimizers, buffers), said so: no notice
-        if trainer.is_global_zero:
-            os.replace(tmp, self.last_path)
+        rank = trainer.global_rank
+        written = checkpoint_path(self.dirpath, "writing", rank)
+        problem = None
+        if rank > 0:  # this process's replay buffers; rank 0's go into Lightning's file
+            try:
+                torch.save({"MultiTaskData": trainer.datamodule.state_dict()}, written)
+            except OSError as error:
+                problem = error
+        try:
+            # Every process enters it, rank 0 writes, then all meet at its barrier. The full
+            # state (optimizers, buffers), said so: no notice.
+            trainer.save_checkpoint(checkpoint_path(self.dirpath, "writing"), weights_only=False)
+        except OSError as error:
+            problem = error
+            trainer.strategy.barrier()  # rank 0 failed before the barrier the others wait in
+        if not trainer.strategy.reduce_boolean_decision(problem is None, all=True):
+            written.unlink(missing_ok=True)
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of env step {_env_steps(trainer)} in {self.dirpath} "
+                f"({problem or 'failed on another process'}); {self.last_path.name} keeps env step "
+                f"{self.saved_env_steps}: free space and --resume"
+            )
+        promote(written, self.dirpath, rank)
         self.saved_env_steps = _env_steps(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
@@ -131,7 +156,7 @@ class EnvStepCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.save(trainer)  # interrupted, not broken: resume from here
-        else:
+        elif not isinstance(exception, CheckpointWriteError):  # no room for a post-mortem file
             # The state may be non-finite: keep the last periodic checkpoint as it is and
             # write the failing state beside it for post-mortems.
             trainer.save_checkpoint(self.dirpath / "failed.ckpt")
@@ -144,10 +169,12 @@ class EnvStepCheckpoint(L.Callback):
 
 
 class ThroughputMonitor(L.Callback):
-    """Logs env steps and updates per second, recent training returns and the progress bar."""
+    """Logs env steps and updates per second, recent training returns and the progress bar;
+    `updated` tells whether this fit has made an update (failing before it is bad input)."""
 
     def __init__(self, log_every_updates: int):
         self.log_every_updates = log_every_updates
+        self.updated = False
         self._last: tuple[float, int, int] | None = None
         self._start: tuple[float, int, int] = (time.perf_counter(), 0, 0)
 
@@ -168,6 +195,7 @@ class ThroughputMonitor(L.Callback):
         }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.updated = True
         updates = pl_module.updates  # the module counts its own updates, resumed ones included
         if updates % self.log_every_updates:
             return

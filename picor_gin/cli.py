@@ -1,7 +1,8 @@
 """The run contract of DESIGN.md section 5: flags, run folder, exit codes.
 
-Exit status 0: done; 2: bad input (one line on stderr, nothing created); 1: failure during
-the run (after a checkpoint of the last good state).
+Exit status 0: done; 2: bad input, which is anything that fails before the first update (one
+line on stderr, no run folder left); 1: failure during the run (after a checkpoint of the last
+good state).
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import inspect
 import logging
 import os
 import re
+import shutil
 import sys
-import warnings
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +23,9 @@ import gin
 import torch
 
 import picor_gin  # noqa: F401  (registers the configurables)
-from picor_gin.experiment import Experiment
+import picor_gin.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
+from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, resumable
+from picor_gin.experiment import Experiment, Run
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
@@ -80,14 +84,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]:
-    """Parses gin and builds the Experiment; raises BadInput for anything the user can fix."""
+def _resume_point(run_dir: Path) -> tuple[Path, dict]:
+    """The newest readable checkpoint of the run in `run_dir`, saying so when it is not the last."""
+    if not (run_dir / "config.gin").is_file():
+        raise BadInput(f"--resume {run_dir}: no run folder with a config.gin there")
+    try:
+        path, checkpoint, note = resumable(run_dir / "checkpoints")
+    except UnreadableCheckpoint as error:
+        raise BadInput(f"--resume {run_dir}: {error}") from None
+    if note is not None and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"note: {note}", file=sys.stderr)
+    return path, checkpoint
+
+
+def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None, dict | None]:
+    """Parses gin and builds the Experiment; raises BadInput for anything the user can fix.
+
+    Returns the experiment, its run folder and, when resuming, the checkpoint file and its
+    content (memory-mapped: only parameter shapes and counters are read from it).
+    """
     gin_files = list(args.gin_file)
-    resume_from = None
+    resume_from = checkpoint = None
     if args.resume is not None:
-        resume_from = args.resume / "checkpoints" / "last.ckpt"
-        if not resume_from.is_file():
-            raise BadInput(f"--resume {args.resume}: no checkpoint at {resume_from}")
+        resume_from, checkpoint = _resume_point(args.resume)
         gin_files = [str(args.resume / "config.gin"), *gin_files]
     if not gin_files:
         raise BadInput("no --gin_file given (e.g. --gin_file=gin_configs/tiny_picor.gin)")
@@ -95,64 +114,84 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None]
         if not Path(path).is_file() and not (CONFIG_ROOT / path).is_file():
             raise BadInput(f"gin file not found: {path}")
     gin.add_config_file_search_path(str(CONFIG_ROOT))
+    logging.disable(logging.ERROR)  # gin logs a missing include before raising it: one line, not two
     try:
+        # Finalizing runs binding_types' check of every literal against its parameter's type.
         gin.parse_config_files_and_bindings(gin_files, args.gin_bindings, skip_unknown=False)
         experiment = Experiment()
-    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001  (gin's parse and type errors, any configurable's check)
         raise BadInput(_did_you_mean(_one_line(error))) from error
+    finally:
+        logging.disable(logging.NOTSET)
     if RUN_DIR_VARIABLE in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
         # A DDP worker that Lightning started by re-running this command: the folder is rank 0's.
-        return experiment, Path(os.environ[RUN_DIR_VARIABLE]), resume_from
+        return experiment, Path(os.environ[RUN_DIR_VARIABLE]), resume_from, checkpoint
     run_dir = args.resume or args.run_dir or experiment.default_run_dir()
     if args.resume is None and run_dir.exists():
         raise BadInput(f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it")
     os.environ[RUN_DIR_VARIABLE] = str(run_dir)  # inherited by the DDP workers Lightning starts
-    return experiment, run_dir, resume_from
+    return experiment, run_dir, resume_from, checkpoint
+
+
+def _build(args: argparse.Namespace) -> tuple[Experiment, Run, Path, Path | None]:
+    """Everything before the run folder exists; any error here is the input's (BadInput)."""
+    experiment, run_dir, resume_from, checkpoint = _configure(args)
+    try:
+        if checkpoint is None:
+            return experiment, experiment.build(run_dir), run_dir, None
+        built = experiment.build(
+            run_dir,
+            resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"],
+            completed_epochs=checkpoint["epoch"],
+        )
+        _check_compatible(checkpoint, resume_from, built.module)
+        return experiment, built, run_dir, resume_from
+    except BadInput:
+        raise
+    except Exception as error:  # noqa: BLE001  (Lightning's, torch's, TorchRL's refusals of the config)
+        raise BadInput(_did_you_mean(_one_line(error))) from error
 
 
 def _quiet_libraries() -> None:
-    """Silences library chatter that says nothing to a user of this run."""
+    """Silences library chatter that says nothing to a user of this run: TorchRL's notes,
+    Lightning's (device lines, model summary, "fit stopped"; they would also break the one
+    line of a bad-input exit) and warnings about how the framework drives them."""
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has.*__len__.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # Lightning's all_gather
     warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*not DPP.*")  # cvxpy, inside TorchJD's Nash-MTL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     torch.set_flush_denormal(True)  # keeps long CPU runs from slowing down on denormals
-    # Lightning's start-up notes would break the one-line promise of a bad-input exit.
-    lightning_notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    lightning_notes.setLevel(logging.WARNING)
     try:
-        experiment, run_dir, resume_from = _configure(args)
-        if resume_from is None:
-            built = experiment.build(run_dir)
-        else:
-            # Memory-mapped: only the parameters' shapes and two counters are read here.
-            checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)
-            built = experiment.build(
-                run_dir,
-                resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"],
-                completed_epochs=checkpoint["epoch"],
-            )
-            _check_compatible(checkpoint, resume_from, built.module)
-            del checkpoint
+        experiment, built, run_dir, resume_from = _build(args)
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    lightning_notes.setLevel(logging.INFO)
+    creates_run_dir = not run_dir.exists()
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     try:
         summary = experiment.run(built, run_dir, resume_from)
     except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
         print(f"error: interrupted; continue with --resume {run_dir}", file=sys.stderr)
         return 1
-    except Exception as error:  # noqa: BLE001  (any failure: report it, keep the run folder, exit 1)
-        traceback.print_exc()
+    except Exception as error:  # noqa: BLE001  (any failure: report it, exit 2 or 1)
+        if not built.monitor.updated:
+            # Before the first update (Lightning's set-up, the collectors, warm-up): the input's
+            # fault, reported like any other, and the folder this call made is removed.
+            if built.trainer.is_global_zero:  # DDP workers fail alike: one line, from rank 0
+                if creates_run_dir:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
+            return 2
+        if not isinstance(error, CheckpointWriteError):  # that one says all in its line
+            traceback.print_exc()
         print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
         return 1
     if "tasks" in summary:  # rank 0 evaluates; DDP workers have nothing to print

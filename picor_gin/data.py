@@ -9,6 +9,8 @@ import collections
 import dataclasses
 import functools
 import math
+import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import gin
@@ -21,6 +23,7 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase, ParallelEnv
 
+from picor_gin.checkpoint_files import process_file
 from picor_gin.samplers import TaskSampler, UniformEveryK
 from picor_gin.tasks import TaskSet
 
@@ -157,6 +160,11 @@ class MultiTaskData(L.LightningDataModule):
             raise ValueError(
                 f"MultiTaskData.critic_on_every_task splits batch_size = {batch_size} over "
                 f"{task_set.num_tasks} tasks: it needs batch_size >= {task_set.num_tasks}"
+            )
+        if replay_capacity < batch_size:
+            raise ValueError(
+                f"MultiTaskData.replay_capacity = {replay_capacity} (per task) cannot hold one batch "
+                f"of MultiTaskData.batch_size = {batch_size}: every batch would repeat transitions"
             )
         self.envs_per_task = envs_per_task
         self.batch_size = batch_size
@@ -304,9 +312,10 @@ class MultiTaskData(L.LightningDataModule):
         return sum(returns) / len(returns) if returns else None
 
     def state_dict(self) -> dict[str, Any]:
-        """Rank 0's buffers and counters; env_steps is global, so any process count can resume."""
+        """This process's buffers and counters; env_steps is global, so any process count can resume."""
         return {
             "env_steps": self.env_steps,
+            "world_size": self.world_size,
             "iterations": self.iterations,
             "task_env_steps": list(self.task_env_steps),
             "sampler": self.sampler.state_dict(),
@@ -314,6 +323,22 @@ class MultiTaskData(L.LightningDataModule):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores this process's own buffers: `state` is rank 0's (Lightning's checkpoint file);
+        process r reads saved process r's replay file beside it. On another process count,
+        process r continues from saved process r mod (saved count)."""
+        saved_world_size = state.get("world_size", 1)
+        source = self.rank % saved_world_size
+        if saved_world_size != self.world_size and self.rank == 0:
+            print(
+                f"note: resuming on {self.world_size} process(es) a run checkpointed on {saved_world_size}: "
+                f"process r continues from the replay buffers of saved process r mod {saved_world_size}"
+                + ("" if self.world_size >= saved_world_size else
+                   f"; those of saved processes {self.world_size}..{saved_world_size - 1} are not used"),
+                file=sys.stderr,
+            )
+        if source > 0:
+            own = process_file(Path(self.trainer.ckpt_path), source)
+            state = torch.load(own, map_location="cpu", weights_only=False)["MultiTaskData"]  # the run's own file
         self.local_env_steps = state["env_steps"] // self.world_size
         self.iterations = state["iterations"]
         self.task_env_steps = list(state["task_env_steps"])

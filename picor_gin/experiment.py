@@ -143,6 +143,15 @@ class Experiment:
             enable_checkpointing=False,
             enable_progress_bar=terminal,
         )
+        externals.check_strategy(trainer.strategy)
+        warmup_env_steps = data.warmup_env_steps_per_task * self.task_set.num_tasks * trainer.world_size
+        if self.total_env_steps <= warmup_env_steps:
+            raise ValueError(
+                f"Experiment.total_env_steps = {self.total_env_steps} leaves nothing to learn: the "
+                f"warm-up alone takes {warmup_env_steps} (MultiTaskData.warmup_env_steps_per_task = "
+                f"{data.warmup_env_steps_per_task} x {self.task_set.num_tasks} tasks x "
+                f"{trainer.world_size} process(es))"
+            )
         return Run(module, data, trainer, evaluation, checkpoint, monitor)
 
     def run(self, built: Run, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:

@@ -10,17 +10,54 @@ import gin
 import lightning as L
 import torch
 import torchjd.aggregation
-from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy, StrategyRegistry
 
 # PiCor's phases leave parameters without gradient on some backwards (the correction's touches
-# only the actor; TD3's delayed updates skip it), which plain DDP refuses after start-up. So the
-# DDP names users type first mean DDP that allows it, as their `_find_unused_parameters_true`
-# spellings do.
-for _name, _start_method in (("ddp", "popen"), ("ddp_spawn", "spawn"), ("ddp_fork", "fork"), ("ddp_notebook", "fork")):
-    StrategyRegistry.register(
-        _name, DDPStrategy, description=f"DDP with unused parameters allowed, start method {_start_method!r} (picor-gin)",
-        override=True, find_unused_parameters=True, start_method=_start_method,
-    )
+# only the actor; TD3's delayed updates skip it), which plain DDP refuses after start-up. So
+# 'ddp', the name users type first, means DDP that allows it, as
+# 'ddp_find_unused_parameters_true' does. (The spawning and forking spellings cannot run this
+# framework at all: check_strategy refuses them.)
+StrategyRegistry.register(
+    "ddp", DDPStrategy, description="DDP with unused parameters allowed (picor-gin)",
+    override=True, find_unused_parameters=True, start_method="popen",
+)
+
+
+def check_strategy(strategy: Strategy) -> None:
+    """Refuses, before the run, a Trainer strategy PiCor cannot train under: one that shards
+    parameters or optimizer state (FSDP, DeepSpeed, XLA: the phases step their own optimizers
+    on parameter groups they hold), DDP that forbids unused parameters, or DDP that spawns or
+    forks its processes (measured: spawn fails to pickle, fork hangs).
+
+    Raises:
+        ValueError: naming the strategy and what to bind instead.
+    """
+    name = type(strategy).__name__
+    if type(strategy) not in (SingleDeviceStrategy, DDPStrategy):
+        raise ValueError(
+            f"Trainer.strategy: {name} cannot run picor-gin's manual optimization (several "
+            "optimizers on parameter groups of one module); bind 'auto' or 'ddp'"
+        )
+    if not isinstance(strategy, DDPStrategy):
+        return
+    # DDPStrategy keeps its start method and DistributedDataParallel arguments private.
+    if strategy._start_method == "spawn":
+        raise ValueError(
+            "Trainer.strategy: DDP's 'spawn' start method pickles the module, and gin's configurable "
+            "classes cannot be pickled; bind 'ddp', which starts each process from the command line"
+        )
+    if strategy._start_method == "fork":
+        raise ValueError(
+            "Trainer.strategy: DDP's 'fork' start method forks a process whose torch thread pools "
+            "are running, and the forked processes hang; bind 'ddp', which starts each process "
+            "from the command line"
+        )
+    if not strategy._ddp_kwargs.get("find_unused_parameters", False):
+        raise ValueError(
+            "Trainer.strategy: DDP without find_unused_parameters fails on the first update (the "
+            "correction's backward leaves the critic unused); bind 'ddp', which allows them"
+        )
+
 
 # The run owns logging, callbacks, checkpoint files and the epoch; everything else is bindable.
 Trainer = gin.external_configurable(

@@ -263,8 +263,8 @@ class PiCor(L.LightningModule):
         self.process_checksums = self.all_gather(checksum).flatten().tolist()
         if len(set(self.process_checksums)) > 1:
             raise RuntimeError(
-                f"processes ended with different parameters (checksums {self.process_checksums}); "
-                "under DDP use Trainer.strategy = 'ddp_find_unused_parameters_true'"
+                f"processes ended with different parameters (checksums {self.process_checksums}): "
+                "some update's gradients were not all-reduced"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Runs that survive: SIGTERM checkpoints, incompatible checkpoints refused, NaN stops cleanly."""
+"""Runs that survive: SIGTERM checkpoints, incompatible checkpoints refused, NaN stops cleanly,
+a full disk keeps the checkpoints, DDP strategies that cannot work are refused."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ from pathlib import Path
 import gin
 import pytest
 import torch
+from lightning.pytorch.strategies import StrategyRegistry
 
+from picor_gin import externals
 from picor_gin.experiment import Experiment
 from tests.conftest import REPO, run_cli
 
@@ -78,3 +81,84 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
     assert (tmp_path / "checkpoints" / "failed.ckpt").exists()
     rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
     assert rows and all(row["env_steps"] <= 1_200 for row in rows)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny updates are overhead-bound: a second thread only contends (4x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_two(tmp_path, monkeypatch, one_thread):
+    """The writer fills the disk half-way through the third checkpoint (patched: a real small
+    file system needs root; benchmarks/soak.py tries one)."""
+    import errno
+
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from picor_gin.checkpoint_files import CheckpointWriteError
+
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings(
+        [str(REPO / "gin_configs/tiny_picor.gin")],
+        ["Experiment.total_env_steps = 260", "Experiment.checkpoint_every_env_steps = 20",
+         "MultiTaskData.warmup_env_steps_per_task = 50", "MultiTaskData.batch_size = 32",
+         "HIDDEN_SIZES = (32, 32)", "Trainer.enable_progress_bar = False"],
+        skip_unknown=False,
+    )
+    experiment = Experiment()
+    built = experiment.build(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    write = TorchCheckpointIO.save_checkpoint
+    calls = []
+
+    def disk_full_on_the_third(self, checkpoint, path, storage_options=None):
+        calls.append(path)
+        if len(calls) < 3:
+            return write(self, checkpoint, path, storage_options)
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", disk_full_on_the_third)
+    with pytest.raises(CheckpointWriteError, match=r"No space left on device.*last.ckpt keeps env step 221"):
+        experiment.run(built, tmp_path)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["last.ckpt", "previous.ckpt"]  # no partial file, no failed.ckpt
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    previous = torch.load(tmp_path / "checkpoints" / "previous.ckpt", weights_only=False)
+    assert (previous["MultiTaskData"]["env_steps"], last["MultiTaskData"]["env_steps"]) == (201, 221)
+
+
+@pytest.mark.parametrize("name", [n for n in StrategyRegistry.available_strategies() if n.startswith("ddp")])
+def test_every_ddp_spelling_either_allows_unused_parameters_or_is_refused(name):
+    trainer = externals.Trainer(accelerator="cpu", devices=2, strategy=name, logger=False)
+    if name.endswith("_false") or trainer.strategy._start_method != "popen":
+        with pytest.raises(ValueError, match="bind 'ddp'"):
+            externals.check_strategy(trainer.strategy)
+    else:
+        externals.check_strategy(trainer.strategy)
+        assert trainer.strategy._ddp_kwargs["find_unused_parameters"]
+
+
+def test_a_wrong_type_behind_a_macro_names_the_binding_and_the_macro():
+    import picor_gin.binding_types  # noqa: F401  (registers the check gin runs when it finalizes)
+
+    gin.add_config_file_search_path(str(REPO))
+    with pytest.raises(TypeError, match=r"OneHotMLP.hidden_sizes = %HIDDEN_SIZES = \(64, 'x'\): expected Sequence\[int\]"):
+        gin.parse_config_files_and_bindings(
+            [str(REPO / "gin_configs/tiny_picor.gin")], ["HIDDEN_SIZES = (64, 'x')"], skip_unknown=False
+        )
+
+
+def test_a_replay_capacity_below_the_batch_size_is_refused_naming_both():
+    from picor_gin.backbones import SAC
+    from picor_gin.data import MultiTaskData
+    from picor_gin.tasks import PointGoals
+
+    policy = SAC(obs_dim=6, action_dim=2, num_tasks=4).policy
+    with pytest.raises(ValueError, match=r"replay_capacity = 100 \(per task\) cannot hold one batch of MultiTaskData.batch_size = 256"):
+        MultiTaskData(task_set=PointGoals(num_tasks=4), policy=policy, seed=0, total_env_steps=2_000,
+                      replay_capacity=100, batch_size=256)

@@ -62,6 +62,7 @@ def test_output_to_a_file_is_a_progress_line_per_interval_not_a_bar_per_update(s
     assert len(result.stdout) + len(result.stderr) < 20_000
     assert "\r" not in result.stdout and "it/s" not in result.stdout
     assert "weights_only" not in result.stdout + result.stderr  # Lightning's notice says nothing to a user
+    assert result.stderr.strip() == ""  # nor do its device lines, model summary and library warnings
     progress = [line for line in result.stdout.splitlines() if line.startswith("env steps ")]
     assert progress and progress[-1].startswith("env steps 1,200/1,200 (100.0%)")
     assert "eval mean_score" in progress[-1] and "at 1,200" in progress[-1]
@@ -105,10 +106,24 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=PiCor.lam = "], "Unable to parse"),
         (["--gin_bindings=MetaWorldMT10.tasks = ['reach-v3', 'pusj-v3']"], "valid tasks: reach-v3"),
         (["--gin_bindings=PiCor.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
+        # Raised inside gin, Lightning and torch while the run is built or set up.
+        (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
+        (["--gin_bindings=Trainer.accelerator = 'tpu'"], "In call to configurable 'Trainer'"),
+        (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "CUDA"),  # fails in the first collection
+        # Type errors name the binding and the type.
+        (["--gin_bindings=Experiment.total_env_steps = 'lots'"], "Experiment.total_env_steps = 'lots': expected int, got str"),
+        # Sizes that leave nothing to learn (nothing to sample: test_robustness.py, in-process).
+        (["--gin_bindings=Experiment.total_env_steps = 1_000"], "leaves nothing to learn: the warm-up alone takes 1000"),
+        # A strategy that cannot work (every DDP spelling: test_robustness.py).
+        (["--gin_bindings=Trainer.strategy = 'ddp_spawn'"], "bind 'ddp'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message):
     run_dir = tmp_path / "run"
+    (tmp_path / "includes_a_missing_file.gin").write_text(
+        "include 'gin_configs/tiny_picor.gin'\ninclude 'gin_configs/nope.gin'\n"
+    )
+    args = [arg.format(tmp=tmp_path) for arg in args]
     base = "gin_configs/smoke/mt10_picor.gin" if any("MetaWorld" in a for a in args) else "gin_configs/tiny_picor.gin"
     result = run_cli(f"--gin_file={base}", *args, f"--run_dir={run_dir}")
     assert result.returncode == 2
@@ -176,10 +191,17 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     assert logged == sorted(set(logged)) and logged[-1] == 1_600
 
 
-def test_two_process_ddp_run_stays_in_sync_counts_globally_and_resumes_on_one_process(tmp_path):
+def _replay(path):
+    """Per task, the transitions a checkpoint file holds for its process."""
+    state = torch.load(path, weights_only=False)["MultiTaskData"]
+    return [b["_storage"]["_storage"]["observation"][: b["_storage"]["_len"]] for b in state["buffers"]]
+
+
+def test_two_process_ddp_run_stays_in_sync_counts_globally_and_resumes_each_process_own_replay(tmp_path):
     """Lightning re-runs this command for rank 1, which reuses rank 0's folder. Warm-up is
     2 processes x 4 tasks x 250 steps = 2_000 global env steps, then 300 updates per process."""
     run_dir = tmp_path / "ddp"
+    checkpoints = run_dir / "checkpoints"
     result = run_cli(
         "--gin_file=gin_configs/tiny_picor.gin",
         "--gin_bindings=Experiment.total_env_steps = 2_600",
@@ -196,16 +218,69 @@ def test_two_process_ddp_run_stays_in_sync_counts_globally_and_resumes_on_one_pr
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 2_600  # one evaluator, global steps
     assert result.stdout.count("run folder:") == 1
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "last.rank1.ckpt"]
+    rank0, rank1 = _replay(checkpoints / "last.ckpt"), _replay(checkpoints / "last.rank1.ckpt")
+    assert sum(map(len, rank0)) == sum(map(len, rank1)) == 1_300  # each process's local env steps
+    assert not torch.equal(rank0[0], rank1[0])  # each process collected its own transitions
 
+    # Resumed on 2 processes: each continues with its own buffers, which grow after them.
+    resumed = run_cli(f"--resume={run_dir}", "--gin_bindings=Experiment.total_env_steps = 2_700")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for before, path in ((rank0, "last.ckpt"), (rank1, "last.rank1.ckpt")):
+        after = _replay(checkpoints / path)
+        assert all(torch.equal(old, new[: len(old)]) for old, new in zip(before, after))
+        assert sum(map(len, after)) == 1_350
+
+    # Resumed on 1 process: it says what it does with rank 1's buffers, and takes rank 0's.
     resumed = run_cli(
         f"--resume={run_dir}",
-        "--gin_bindings=Experiment.total_env_steps = 2_800",
+        "--gin_bindings=Experiment.total_env_steps = 2_900",
         "--gin_bindings=Trainer.devices = 1",
         "--gin_bindings=Trainer.strategy = 'auto'",
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpointed on 2" in resumed.stderr and "not used" in resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["total_env_steps"] == 2_800 and summary["updates"] == 300 + 200
+    assert summary["total_env_steps"] == 2_900 and summary["updates"] == 300 + 50 + 200
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == 2_800
+    assert steps == sorted(set(steps)) and steps[-1] == 2_900
+
+
+def _copy_run(run_dir, destination):
+    import shutil
+
+    shutil.copytree(run_dir, destination)
+    return destination
+
+
+def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path):
+    """short_run checkpointed at 1_100 (previous.ckpt) and 1_200 (last.ckpt)."""
+    run_dir = _copy_run(short_run[0], tmp_path / "run")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated mid-write by a crash
+    result = run_cli("--resume", str(run_dir), "--gin_bindings=Experiment.total_env_steps = 1_250")
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "last.ckpt: cannot be read" in notes[0] and "previous.ckpt (env step 1100)" in notes[0]
+    resumed = torch.load(last, weights_only=False)
+    assert resumed["MultiTaskData"]["env_steps"] == 1_250 and resumed["updates"] == 100 + 150
+    steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert steps == [1_100, 1_250]  # the 1_200 row belonged to the lost checkpoint
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another_version"])
+def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short_run, tmp_path, damage):
+    run_dir = _copy_run(short_run[0], tmp_path / "run")
+    for name in ("last.ckpt", "previous.ckpt"):
+        path = run_dir / "checkpoints" / name
+        if damage == "garbage":
+            path.write_bytes(b"\x00not a checkpoint" * 100)
+        else:  # a readable file without this version's entries
+            torch.save({"state_dict": {}, "epoch": 0}, path)
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    result = run_cli("--resume", str(run_dir))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "last.ckpt: " in lines[0] and "previous.ckpt: " in lines[0]
+    assert ("cannot be read" if damage == "garbage" else "another version") in lines[0]
+    assert sorted(p.name for p in run_dir.rglob("*")) == before  # the run folder is left as it was

@@ -1,0 +1,96 @@
+"""The files of `checkpoints/`: the last two checkpoints, each with one replay file per DDP
+process beyond rank 0, and the choice of the one a resumed run starts from.
+
+    last.ckpt, last.rank<r>.ckpt          the newest checkpoint (rank 0's buffers are inside it)
+    previous.ckpt, previous.rank<r>.ckpt  the one before, the fallback when the newest cannot be read
+
+Lightning writes one checkpoint file from rank 0 and has no sharded format for DDP's per-process
+state (its sharded checkpoints are FSDP's and DeepSpeed's), so the other processes' replay
+buffers go to files of their own, written here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST, PREVIOUS = "last", "previous"
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous ones are intact."""
+
+
+class UnreadableCheckpoint(ValueError):
+    """No checkpoint of a run folder can be read."""
+
+
+def checkpoint_path(dirpath: Path, name: str = LAST, rank: int = 0) -> Path:
+    """Rank 0's file holds the whole checkpoint; rank r's, that process's replay state."""
+    return Path(dirpath) / (f"{name}.ckpt" if rank == 0 else f"{name}.rank{rank}.ckpt")
+
+
+def process_file(checkpoint: Path, rank: int) -> Path:
+    """Process `rank`'s replay file beside the checkpoint file `checkpoint` (rank 0's)."""
+    return checkpoint_path(checkpoint.parent, checkpoint.name.removesuffix(".ckpt"), rank)
+
+
+def promote(written: Path, dirpath: Path, rank: int) -> None:
+    """Makes the finished temporary file `written` the last checkpoint of process `rank`, the
+    last one becoming the previous one. Each step is an atomic rename: a crash in between
+    leaves `previous` and no `last`, and resuming then starts from `previous`."""
+    last = checkpoint_path(dirpath, LAST, rank)
+    if last.exists():
+        os.replace(last, checkpoint_path(dirpath, PREVIOUS, rank))
+    os.replace(written, last)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Loads a checkpoint file memory-mapped (tensors stay on disk until touched)."""
+    # The run's own file, holding optimizer states and replay buffers: not weights only.
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def _check(path: Path) -> dict[str, Any]:
+    """Loads `path` and its processes' replay files; raises ValueError saying what is wrong."""
+    try:
+        checkpoint = _read(path)
+    except FileNotFoundError:
+        raise ValueError("missing") from None
+    except Exception as error:  # noqa: BLE001  (torch reports truncation and corruption in many types)
+        raise ValueError(f"cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from error
+    missing = [key for key in ("state_dict", "MultiTaskData", "epoch", "updates") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)} (written by another version of picor-gin?)")
+    env_steps = checkpoint["MultiTaskData"]["env_steps"]
+    for rank in range(1, checkpoint["MultiTaskData"].get("world_size", 1)):
+        try:
+            replay = _read(process_file(path, rank))["MultiTaskData"]
+        except Exception as error:  # noqa: BLE001
+            raise ValueError(f"its rank-{rank} replay file cannot be read ({type(error).__name__})") from error
+        if replay["env_steps"] != env_steps:
+            raise ValueError(f"its rank-{rank} replay file is of env step {replay['env_steps']}, not {env_steps}")
+    return checkpoint
+
+
+def resumable(dirpath: Path) -> tuple[Path, dict[str, Any], str | None]:
+    """The newest readable checkpoint of `dirpath`, loaded, and a note if it is not the last.
+
+    Raises:
+        UnreadableCheckpoint: naming each file and why it cannot be used.
+    """
+    problems = []
+    for name in (LAST, PREVIOUS):
+        path = checkpoint_path(dirpath, name)
+        try:
+            checkpoint = _check(path)
+        except ValueError as problem:
+            problems.append(f"{path}: {problem}")
+            continue
+        note = None
+        if problems:
+            note = f"{problems[0]}; resuming from {path} (env step {checkpoint['MultiTaskData']['env_steps']})"
+        return path, checkpoint, note
+    raise UnreadableCheckpoint("no checkpoint to resume from: " + "; ".join(problems))
