@@ -204,7 +204,8 @@ def test_two_process_ddp_run_with_upgrad_ends_with_identical_parameters(tmp_path
     run_dir = tmp_path / "ddp"
     result = run_cli(
         "--gin_file=gin_configs/tiny_mtsac_upgrad.gin",
-        "--gin_bindings=Experiment.total_env_steps = 2_400",  # warm-up 2 x 4 x 250, then 50 updates
+        "--gin_bindings=MultiTaskData.warmup_env_steps_per_task = 100",
+        "--gin_bindings=Experiment.total_env_steps = 1_200",  # warm-up 2 x 4 x 100, then 50 updates of 2 x 4 steps
         "--gin_bindings=Experiment.eval_episodes = 1",
         "--gin_bindings=Trainer.accelerator = 'cpu'",
         "--gin_bindings=Trainer.devices = 2",
