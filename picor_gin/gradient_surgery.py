@@ -121,7 +121,9 @@ class TorchJDAggregation(GradientSurgery):
 
     def _aggregate(self, group: str, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The group's combined gradient and, for a weighted aggregator, its per-task weights."""
-        aggregator = self._per_group.setdefault(group, copy.deepcopy(self.aggregator))
+        if group not in self._per_group:
+            self._per_group[group] = copy.deepcopy(self.aggregator)
+        aggregator = self._per_group[group]
         if isinstance(aggregator, WeightedAggregator):
             weights = aggregator.weighting(matrix)
             return weights @ matrix, weights  # WeightedAggregator.forward, keeping its weights
