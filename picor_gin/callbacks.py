@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
-from picor_gin.data import MultiTaskData
+from picor_gin.data import OFFLINE, Batch, MultiTaskData
 from picor_gin.evaluation import evaluate, headline_metric
 from picor_gin.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 from picor_gin.tasks import TaskSet
@@ -23,9 +23,15 @@ def _env_steps(trainer: L.Trainer) -> int:
     return data.env_steps
 
 
+def _ends_offline_stage(trainer: L.Trainer, batch: Batch) -> bool:
+    data: MultiTaskData = trainer.datamodule
+    return batch.stage == OFFLINE and data.offline_done == data.offline_updates
+
+
 class PeriodicEvaluation(L.Callback):
-    """Evaluates every `every_env_steps` and at the end; appends rows to eval.jsonl (rank 0), each
-    with the per-task "forgetting" since the task's best evaluation and their "mean_forgetting"."""
+    """Evaluates every `every_env_steps`, at the end of an offline stage (the row of env step 0)
+    and at the end; appends rows to eval.jsonl (rank 0), each with the per-task "forgetting"
+    since the task's best evaluation and their "mean_forgetting"."""
 
     def __init__(self, task_set: TaskSet, every_env_steps: int, episodes: int, seed: int, path: Path):
         self.task_set = task_set
@@ -38,8 +44,11 @@ class PeriodicEvaluation(L.Callback):
         self.bests: dict[str, float] = {}  # each task's best headline metric so far
         self.mean_forgettings: list[float] = []  # one per row of eval.jsonl
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, batch_idx: int
+    ) -> None:
+        due = _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps
+        if due or _ends_offline_stage(trainer, batch):
             row = self._evaluate(trainer, pl_module)
             if row is not None:
                 headline = row[f"mean_{headline_metric(row)}"]
@@ -146,8 +155,14 @@ class EnvStepCheckpoint(L.Callback):
         promote(written, self.dirpath, rank)
         self.saved_env_steps = _env_steps(trainer)
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if _env_steps(trainer) - self.saved_env_steps >= self.every_env_steps:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, batch_idx: int
+    ) -> None:
+        if batch.stage == OFFLINE:  # no env steps yet: counted in updates
+            due = trainer.datamodule.offline_done % self.every_env_steps == 0 or _ends_offline_stage(trainer, batch)
+        else:
+            due = _env_steps(trainer) - self.saved_env_steps >= self.every_env_steps
+        if due:
             self.save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -253,8 +268,11 @@ class LogFileProgress(L.Callback):
 
     def _print(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now, env_steps, updates = time.perf_counter(), _env_steps(trainer), pl_module.updates
-        total = trainer.datamodule.total_env_steps
+        data: MultiTaskData = trainer.datamodule
+        total = data.total_env_steps
         parts = [f"env steps {env_steps:,}/{total:,} ({100 * env_steps / total:.1f}%)"]
+        if data.offline_updates and not env_steps:
+            parts.insert(0, f"offline updates {data.offline_done:,}/{data.offline_updates:,}")
         if now > self._last[0]:
             parts.append(f"{(updates - self._last[2]) / (now - self._last[0]):.1f} updates/s")
         row = self.evaluation.last_row

@@ -27,6 +27,10 @@ from picor_gin.checkpoint_files import process_file
 from picor_gin.samplers import TaskSampler, UniformEveryK
 from picor_gin.tasks import TaskSet
 
+#: The stages of a run: an optimization-only stage on fixed transitions (KTM-DRL's offline
+#: transfer from its teachers' replay) and the usual one that collects env steps.
+OFFLINE, ONLINE = "offline", "online"
+
 #: What a transition keeps from the env in replay: what the backbone's losses read, nothing
 #: more; the buffer adds the transition's "task_id".
 TRANSITION_KEYS = (
@@ -50,6 +54,8 @@ class Batch:
         env_steps: global environment steps collected so far.
         critic: transitions for the critic's loss, stratified over every task's buffer, [B];
             None where the critic trains on `task` (Algorithm 1).
+        stage: OFFLINE for a batch of the offline stage (from the objective's replay, at env
+            step 0), else ONLINE.
     """
 
     task: TensorDictBase
@@ -57,6 +63,7 @@ class Batch:
     recent_return: torch.Tensor
     env_steps: int
     critic: TensorDictBase | None = None
+    stage: str = ONLINE
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -65,6 +72,7 @@ class Batch:
             self.recent_return.to(device),
             self.env_steps,
             None if self.critic is None else self.critic.to(device),
+            self.stage,
         )
 
 
@@ -73,7 +81,8 @@ def _keep_as_is(batch: Batch) -> Batch:
 
 
 class ReplayStream(IterableDataset):
-    """Each item: collect on the sampled task(s), store in B_z, sample one update's Batch."""
+    """Each item: collect on the sampled task(s), store in B_z, sample one update's Batch;
+    first, the offline stage's batches, if it has any."""
 
     def __init__(self, data: MultiTaskData):
         super().__init__()
@@ -84,6 +93,9 @@ class ReplayStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         data = self.data
+        while data.offline_done < data.offline_updates:
+            data.offline_done += 1
+            yield data.sample_offline()
         data.warm_up()
         while data.env_steps < data.total_env_steps:
             tasks = data.sampler.tasks(data.iterations)
@@ -92,7 +104,7 @@ class ReplayStream(IterableDataset):
             yield data.sample(tasks)
 
 
-@gin.configurable(denylist=["task_set", "policy", "seed", "total_env_steps"])
+@gin.configurable(denylist=["task_set", "policy", "seed", "total_env_steps", "offline_updates", "offline_replay"])
 class MultiTaskData(L.LightningDataModule):
     """Owns the envs' collectors, the per-task replay buffers B_z and the task sampler.
 
@@ -101,6 +113,10 @@ class MultiTaskData(L.LightningDataModule):
 
     Args:
         task_set, policy, seed, total_env_steps: supplied by the Experiment.
+        offline_updates, offline_replay: supplied by the Experiment from the module's objective:
+            the offline stage's update count and its per-task buffers (loaded on first use).
+            After an offline stage the warm-up acts with the policy, not at random: the
+            policy already knows something (KTM-DRL's online stage acts from its first step).
         sampler: factory of the task sampler, called with (num_tasks=, seed=).
         envs_per_task: parallel copies of each task's env stepped per collection.
         batch_size: transitions per sampled task in the optimization phase's batch.
@@ -133,6 +149,8 @@ class MultiTaskData(L.LightningDataModule):
         replay_device: str | None = None,
         parallel_workers: bool = False,
         critic_on_every_task: bool = False,
+        offline_updates: int = 0,
+        offline_replay: Callable[[], list[TensorDictReplayBuffer]] | None = None,
     ):
         super().__init__()
         for name, value in [
@@ -179,6 +197,9 @@ class MultiTaskData(L.LightningDataModule):
         self.local_env_steps = 0
         self.rank, self.world_size = 0, 1
         self.iterations = 0
+        self.offline_updates, self.offline_done = offline_updates, 0
+        self._offline_replay = offline_replay
+        self._offline_buffers: list[TensorDictReplayBuffer] = []
         self.task_env_steps = [0] * task_set.num_tasks
         self.recent_returns = [collections.deque(maxlen=10) for _ in task_set.names]
         self._collectors: list[Collector] = []
@@ -210,7 +231,7 @@ class MultiTaskData(L.LightningDataModule):
             self.policy,
             frames_per_batch=tasks * self.envs_per_task,
             total_frames=-1,
-            init_random_frames=tasks * self.warmup_env_steps_per_task,
+            init_random_frames=0 if self.offline_updates else tasks * self.warmup_env_steps_per_task,
             policy_device=next(self.policy.parameters()).device,
             env_device="cpu",
             storing_device=self.buffers[0].storage.device,
@@ -284,28 +305,48 @@ class MultiTaskData(L.LightningDataModule):
         )
         return Batch(task_batch, correction, recent_return, self.env_steps, critic)
 
-    def _from_every_task(self, per_task: int, keys: Sequence[str | tuple[str, ...]]) -> TensorDictBase:
-        """`keys` of `per_task` entries drawn uniformly from each B_z, with their task ids: [N, per_task].
+    def sample_offline(self) -> Batch:
+        """An offline-stage batch: `batch_size` transitions of every task's offline buffer, and
+        correction states from them too; at env step 0, with no training return yet."""
+        if not self._offline_buffers:
+            self._offline_buffers = self._offline_replay()
+        buffers = self._offline_buffers
+        task_batch = self._from_every_task(self.batch_size, ("observation", "action"), buffers).reshape(-1)
+        correction = self._from_every_task(self.correction_states_per_task, ["observation"], buffers)
+        recent_return = torch.full((self.task_set.num_tasks,), math.nan, device=correction.device)
+        return Batch(task_batch, correction, recent_return, self.env_steps, stage=OFFLINE)
+
+    def _from_every_task(
+        self,
+        per_task: int,
+        keys: Sequence[str | tuple[str, ...]],
+        buffers: Sequence[TensorDictReplayBuffer] | None = None,
+    ) -> TensorDictBase:
+        """`keys` of `per_task` entries drawn uniformly from each B_z (or each of `buffers`),
+        with their task ids: [N, per_task].
 
         One index draw for every task, then a read of each storage's tensors: TorchRL's sample
         path costs about 1 ms of TensorDict overhead per buffer (12 ms an update on MT10, a
         third of the update itself), this under 1 ms for all ten.
         """
+        buffers = self.buffers if buffers is None else buffers
         num_tasks = self.task_set.num_tasks
         device = self.buffers[0].storage.device
-        filled = torch.tensor([len(b) for b in self.buffers], device=device)
+        filled = torch.tensor([len(b) for b in buffers], device=device)
         index = (torch.rand(num_tasks, per_task, device=device) * filled.unsqueeze(1)).long()
         drawn = TensorDict(batch_size=[num_tasks, per_task], device=device)
         for key in keys:
-            drawn.set(key, torch.stack([b.storage._storage.get(key)[i] for b, i in zip(self.buffers, index)]))
+            drawn.set(key, torch.stack([b.storage._storage.get(key)[i.to(b.storage.device)].to(device)
+                                        for b, i in zip(buffers, index)]))
         drawn["task_id"] = torch.arange(num_tasks, device=device).unsqueeze(1).expand(num_tasks, per_task)
         return drawn
 
     def total_iterations(self) -> int:
-        """Iterations of the whole run after warm-up; Lightning counts a resumed run's done ones."""
+        """Iterations of the whole run (the offline stage's, then those after warm-up);
+        Lightning counts a resumed run's done ones."""
         warmup = self.warmup_env_steps_per_task * self.task_set.num_tasks * self.world_size
         per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration * self.world_size
-        return max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
+        return self.offline_updates + max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
 
     def mean_recent_return(self) -> float | None:
         returns = [r for task in self.recent_returns for r in task]
@@ -317,6 +358,7 @@ class MultiTaskData(L.LightningDataModule):
             "env_steps": self.env_steps,
             "world_size": self.world_size,
             "iterations": self.iterations,
+            "offline_done": self.offline_done,
             "task_env_steps": list(self.task_env_steps),
             "sampler": self.sampler.state_dict(),
             "buffers": [b.state_dict() for b in self.buffers],
@@ -341,6 +383,7 @@ class MultiTaskData(L.LightningDataModule):
             state = torch.load(own, map_location="cpu", weights_only=False)["MultiTaskData"]  # the run's own file
         self.local_env_steps = state["env_steps"] // self.world_size
         self.iterations = state["iterations"]
+        self.offline_done = state.get("offline_done", 0)
         self.task_env_steps = list(state["task_env_steps"])
         self.sampler.load_state_dict(state["sampler"])
         for buffer, buffer_state in zip(self.buffers, state["buffers"]):

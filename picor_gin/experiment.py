@@ -43,7 +43,8 @@ class Experiment:
         total_env_steps: global environment steps of the run, warm-up included.
         eval_every_env_steps: evaluation interval (also evaluated at the end).
         eval_episodes: episodes per task and evaluation.
-        checkpoint_every_env_steps: checkpoint interval (also saved at the end).
+        checkpoint_every_env_steps: checkpoint interval (also saved at the end); in an offline
+            stage (KTM-DRL's), every as many updates and at the stage's end.
         log_every_updates: interval of the training metrics and progress bar.
     """
 
@@ -101,6 +102,7 @@ class Experiment:
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,
         )
+        module.objective.setup(module.backbone, self.task_set, self.seed)
         # Lightning builds the optimizers inside fit; building them once here checks their
         # bindings before anything is written and records them in the operative config.
         module.configure_optimizers()
@@ -109,6 +111,8 @@ class Experiment:
             policy=module.policy,
             seed=self.seed,
             total_env_steps=self.total_env_steps,
+            offline_updates=module.objective.offline_updates,
+            offline_replay=module.objective.offline_replay,
         )
         module.gradient_surgery.check(self.task_set.num_tasks)
         if module.gradient_surgery.splits_tasks and data.sampler.tasks_per_iteration < 2:
@@ -160,7 +164,9 @@ class Experiment:
         (run_dir / "config.gin").write_text(config)
         built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
-        summary = {**built.evaluation.summary(), **built.monitor.totals(built.trainer)}
+        summary = {
+            **built.evaluation.summary(), **built.monitor.totals(built.trainer), **built.module.objective.summary()
+        }
         if built.trainer.world_size > 1:
             summary["process_parameter_checksums"] = built.module.process_checksums
         if built.trainer.is_global_zero:

@@ -25,6 +25,7 @@ from picor_gin.correction import correction_diagnostics, correction_loss
 from picor_gin.correction_solvers import CorrectionProblem, CorrectionSolver, PenaltyDescent, check_steps
 from picor_gin.data import Batch
 from picor_gin.gradient_surgery import GradientSurgery, MeanLoss
+from picor_gin.objectives import BackboneLosses, Objective
 from picor_gin.weighting import SoftmaxAlphaWeights, WeightingRule
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -63,6 +64,10 @@ class PiCor(L.LightningModule):
             `@MeanLoss()`) the batch's mean loss; `@TorchJDAggregation()` combines the per-task
             gradients with a TorchJD aggregator (PCGrad, CAGrad, Nash-MTL, UPGrad, ...; needs
             batches with several tasks: the AllTasks sampler).
+        objective: what the optimization phase minimises, stage by stage: None (or
+            `@BackboneLosses()`) the backbone's losses; `@KTMDRL()` adds its teachers' terms and
+            its offline stage. Each stage starts with fresh optimizer state (what Adam learnt of
+            one stage's loss scales says nothing of the next's; KTM-DRL's code does the same).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class PiCor(L.LightningModule):
         correction_optimizer: OptimizerFactory = _adam,
         compile_mode: str | None = None,
         gradient_surgery: GradientSurgery | None = None,
+        objective: Objective | None = None,
         log_every_updates: int = 100,
     ):
         super().__init__()
@@ -108,6 +114,8 @@ class PiCor(L.LightningModule):
         self.correction_solver = correction_solver or PenaltyDescent()
         check_steps(self.correction_solver, correction_steps)
         self.gradient_surgery = gradient_surgery or MeanLoss()
+        self.objective = objective or BackboneLosses()
+        self.stage: str | None = None  # the stage of the last update
         self.optimizer_factories = {
             "actor": actor_optimizer,
             "critic": critic_optimizer,
@@ -141,17 +149,25 @@ class PiCor(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         *phase_optimizers, correction_optimizer = self.optimizers()
+        if batch.stage != self.stage:
+            if self.stage is not None:
+                for optimizer in phase_optimizers:
+                    optimizer.optimizer.state.clear()
+            self.objective.start_stage(self.backbone, batch.stage)
+            self.stage = batch.stage
         states = batch.correction
         correcting = self.correction_steps > 0 and self.constraint.corrects
         if correcting:
             # pi_t: the actor *before* this update; A^{pi_t} is its advantage, not pi'_t's.
             pi_t = self.backbone.policy_snapshot(states["observation"])
 
-        # 1. Policy optimization phase on the sampled task's batch, its gradient as the surgery forms it.
+        # 1. Policy optimization phase on the sampled task's batch: the objective's terms, their
+        # gradient as the surgery forms it.
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
         groups = self.backbone.parameter_groups()
-        losses = self.gradient_surgery.backward(self._losses, batch, groups, self.manual_backward, self.num_tasks)
+        objective = functools.partial(self.objective.losses, self.backbone, self._losses, batch.stage)
+        losses = self.gradient_surgery.backward(objective, batch, groups, self.manual_backward, self.num_tasks)
         logging_now = (self.updates + 1) % self.log_every_updates == 0
         if logging_now:
             for group, params in groups.items():
@@ -269,6 +285,8 @@ class PiCor(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["updates"] = self.updates
+        checkpoint["stage"] = self.stage
+        checkpoint["task_names"] = self.task_names  # what a KTM-DRL student checks its teachers by
         checkpoint["gradient_surgery"] = self.gradient_surgery.state_dict()
         # Sampling noise continues where it stopped (per process: DDP ranks differ).
         checkpoint["torch_rng_state"] = torch.get_rng_state()
@@ -277,6 +295,7 @@ class PiCor(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = checkpoint["updates"]
+        self.stage = checkpoint.get("stage")
         self.gradient_surgery.load_state_dict(checkpoint.get("gradient_surgery", {}))
         torch.set_rng_state(checkpoint["torch_rng_state"])
         cuda_states = checkpoint.get("cuda_rng_state", [])

@@ -14,6 +14,7 @@ One module per family (DESIGN.md section 4), as TorchRL keeps one per env librar
   limit: truncation, not termination), RewardSum.
 - `metaworld`: `MetaWorldMT10` / `MetaWorldMT50` (fixed goals, success flag).
 - `half_cheetah`: `HalfCheetahGroup` (8 morphology variants).
+- `subset`: `TaskSubset`, some tasks of any set with the full set's observations (teacher runs).
 
 Importing this package registers every task set with gin.
 """
@@ -26,6 +27,7 @@ from picor_gin.tasks.half_cheetah import (
 )
 from picor_gin.tasks.metaworld import MetaWorldMT10, MetaWorldMT50, MetaWorldTasks
 from picor_gin.tasks.point_goals import PointGoals, PointGoalsEnv, UnevenPointGoals
+from picor_gin.tasks.subset import TaskSubset
 
 __all__ = [
     "HALF_CHEETAH_PARTS",
@@ -37,6 +39,7 @@ __all__ = [
     "PointGoals",
     "PointGoalsEnv",
     "TaskSet",
+    "TaskSubset",
     "UnevenPointGoals",
     "gym_task_env",
     "scaled_half_cheetah_xml",
