@@ -5,7 +5,10 @@
         --seeds 0 1 2 --root runs/sweep1 [--parallel 2] [--gin_bindings "Experiment.total_env_steps = 2000" ...]
     python launch/sweep.py ... --backend slurm --partition P --gpus_per_job 1 --time 72:00:00 [--dry_run]
 
-Run S of gin file F goes to <root>/<F's stem>/seed<S> with `--gin_bindings "Experiment.seed = S"`
+    python launch/sweep.py --gin_files gin_configs/tiny_ktm_teacher.gin --each_task --seeds 0 1 2 --root runs/tiny_ktm_teachers
+
+Run S of gin file F goes to <root>/<F's stem>/seed<S> (with --each_task, one arm per task of F's
+TaskSubset.task_set: <root>/<F's stem>_<task>/seed<S>, binding `TaskSubset.tasks = ['<task>']`) with `--gin_bindings "Experiment.seed = S"`
 after the sweep's own bindings, on every backend; its stdout and stderr are appended to
 <run folder>.log, never echoed. A progress line counts the runs done, running, failed and waiting.
 Re-launching the same command after a crash skips finished runs (summary.json present) and
@@ -34,6 +37,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True)
     parser.add_argument("--root", type=Path, required=True, help="runs go to ROOT/<gin file stem>/seed<S>")
     parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' for every run")
+    parser.add_argument("--each_task", action="store_true",
+                        help="one arm per task of the gin file's TaskSubset.task_set (KTM-DRL's teachers)")
     add_backend_arguments(parser)
     return parser.parse_args(argv)
 
@@ -44,7 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    return launch(plan(args.gin_files, args.seeds, args.root, args.gin_bindings), args.root, args)
+    try:
+        runs = plan(args.gin_files, args.seeds, args.root, args.gin_bindings, args.each_task)
+    except ValueError as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return launch(runs, args.root, args)
 
 
 if __name__ == "__main__":

@@ -74,13 +74,52 @@ class PlannedRun:
         return folder.rename(folder.with_name(f"{folder.name}.stale{attempt}"))
 
 
-def plan(gin_files: Sequence[str], seeds: Sequence[int], root: Path, bindings: Sequence[str]) -> list[PlannedRun]:
-    """Every (gin file, seed) pair, gin file by gin file, into <root>/<gin file stem>/seed<S>."""
+def plan(
+    gin_files: Sequence[str], seeds: Sequence[int], root: Path, bindings: Sequence[str], each_task: bool = False
+) -> list[PlannedRun]:
+    """Every (gin file, seed) pair, gin file by gin file, into <root>/<gin file stem>/seed<S>.
+
+    `each_task`: one arm per task of each gin file's `TaskSubset.task_set` instead (KTM-DRL's
+    teachers), binding `TaskSubset.tasks = ['<task>']`, into <root>/<stem>_<task>/seed<S>.
+    """
+    arms = []
+    for gin_file in gin_files:
+        stem = Path(gin_file).stem
+        if not each_task:
+            arms.append((stem, gin_file, tuple(bindings)))
+            continue
+        for task in subset_source_tasks(gin_file, bindings):
+            arms.append((f"{stem}_{task}", gin_file, (*bindings, f"TaskSubset.tasks = [{task!r}]")))
     return [
-        PlannedRun(f"{Path(gin_file).stem}/seed{seed}", gin_file, seed, root / Path(gin_file).stem / f"seed{seed}",
-                   tuple(bindings))
-        for gin_file in gin_files for seed in seeds
+        PlannedRun(f"{arm}/seed{seed}", gin_file, seed, root / arm / f"seed{seed}", arm_bindings)
+        for arm, gin_file, arm_bindings in arms for seed in seeds
     ]
+
+
+def _parse(gin_file: str, bindings: Sequence[str]) -> None:
+    """Parses a run's gin file and bindings as launch/run.py would (every configurable registered)."""
+    import gin
+
+    import picor_gin.cli  # noqa: F401  (registers every configurable launch/run.py knows)
+
+    gin.clear_config()
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+
+
+def subset_source_tasks(gin_file: str, bindings: Sequence[str]) -> list[str]:
+    """The task names of the full set a gin file's `TaskSubset` draws from (built, with gin)."""
+    import gin
+
+    try:
+        _parse(gin_file, bindings)
+        try:
+            source = gin.query_parameter("TaskSubset.task_set")
+        except ValueError:
+            raise ValueError(f"{gin_file} binds no TaskSubset.task_set, so it has no tasks to sweep one by one") from None
+        return list(source.scoped_configurable_fn().names)
+    finally:
+        gin.clear_config()
 
 
 def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
@@ -89,12 +128,8 @@ def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str
     gin's ValueError (and the like) for a config that launch/run.py would refuse."""
     import gin
 
-    import picor_gin.cli  # noqa: F401  (registers every configurable launch/run.py knows)
-
-    gin.clear_config()
-    gin.add_config_file_search_path(str(REPO))
     try:
-        gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+        _parse(gin_file, bindings)
         values = {}
         for name in names:
             try:
