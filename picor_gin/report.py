@@ -95,6 +95,43 @@ def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) 
     return [summarize(name, values, reps, seed) for name, values in sorted(groups.items())]
 
 
+def env_steps_to_reach(run_dir: Path, metric: str, threshold: float) -> int | None:
+    """The env steps of the run's first evaluation (eval.jsonl) with `metric` >= `threshold`;
+    None if none reached it."""
+    for line in (run_dir / "eval.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row[metric] is not None and row[metric] >= threshold:
+            return row["env_steps"]
+    return None
+
+
+def reach_report(
+    summaries: dict[Path, dict], metric: str, threshold: float, reps: int, seed: int
+) -> tuple[str, list[Row]]:
+    """Env steps to reach `threshold` per experiment, over the seeds that reached it (how many
+    did is its own column: a run that never reaches has no step count to average)."""
+    groups: dict[str, list[int | None]] = collections.defaultdict(list)
+    for run_dir in summaries:
+        groups[experiment_name(run_dir)].append(env_steps_to_reach(run_dir, metric, threshold))
+    lines = [
+        f"Env steps to the first evaluation with `{metric}` >= {threshold}, over the seeds that reached it; "
+        f"IQM with {CONFIDENCE:.0%} percentile-bootstrap CI (rliable, {reps} reps, seed {seed}).",
+        "",
+        "| experiment | reached | env steps (mean ± std) | IQM [95% CI] |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    rows = []
+    for name, steps in sorted(groups.items()):
+        reached = [s for s in steps if s is not None]
+        cells = "| - | - |"
+        if reached:
+            row = summarize(name, reached, reps, seed)
+            rows.append(row)
+            cells = f"| {row.mean:,.0f} ± {row.std:,.0f} | {row.iqm:,.0f} [{row.ci_low:,.0f}, {row.ci_high:,.0f}] |"
+        lines.append(f"| {name} | {len(reached)}/{len(steps)} {cells}")
+    return "\n".join(lines) + "\n", rows
+
+
 def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     """The table with a caption naming the metric and how the interval was drawn."""
     direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
@@ -113,14 +150,19 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0) -> tuple[str, list[Row]]:
-    """Finds the runs below `paths` and returns (markdown, rows); raises ReportError if there is nothing to report."""
+def build_report(
+    paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None
+) -> tuple[str, list[Row]]:
+    """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
+    `reach` of the env steps to reach it; raises ReportError if there is nothing to report."""
     paths = list(paths)
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise ReportError(f"no run folder (with summary.json) below {', '.join(map(str, paths))}")
     summaries = {run_dir: read_summary(run_dir) for run_dir in run_dirs}
     metric = choose_metric(summaries, metric)
+    if reach is not None:
+        return reach_report(summaries, metric, reach, reps, seed)
     rows = report_rows(summaries, metric, reps, seed)
     return markdown(rows, metric, reps, seed), rows
 

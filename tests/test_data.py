@@ -187,3 +187,53 @@ def test_parallel_workers_step_every_task_at_once_into_its_own_buffer():
 def test_parallel_workers_need_the_all_tasks_sampler():
     with pytest.raises(ValueError, match="AllTasks"):
         _data(sampler=RoundRobin, parallel_workers=True)
+
+
+def _offline_buffers(num_tasks: int = 4, size: int = 7) -> list:
+    """Per-task buffers as a teacher's replay gives them: task 0's observations all 0, task 1's all 1, ..."""
+    from tensordict import TensorDict
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    buffers = []
+    for z in range(num_tasks):
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(size))
+        buffer.extend(TensorDict({"observation": torch.full((size, 6), float(z)), "action": torch.zeros(size, 2),
+                                  "task_id": torch.zeros(size, dtype=torch.long)}, batch_size=[size]))
+        buffers.append(buffer)
+    return buffers
+
+
+def test_offline_stage_comes_first_from_its_own_buffers_at_env_step_zero_and_resumes_where_it_stopped():
+    from picor_gin.data import OFFLINE, ONLINE
+
+    data = _data(offline_updates=3, offline_replay=_offline_buffers)
+    assert len(data.train_dataloader().dataset) == 3 + (400 - 160)
+    stream = iter(data.train_dataloader())
+    first = next(stream)
+    assert first.stage == OFFLINE and first.env_steps == 0 and data.env_steps == 0
+    # Each task's rows come from its own offline buffer and carry the student's task id.
+    assert torch.equal(first.task["observation"][:, 0], first.task["task_id"].float())
+    assert first.task.shape == (4 * 16,) and torch.isnan(first.recent_return).all()
+    assert torch.equal(first.correction["observation"][:, :, 0], first.correction["task_id"].float())
+    next(stream)
+    state = data.state_dict()  # a checkpoint after 2 of the 3 offline updates
+
+    resumed = _data(offline_updates=3, offline_replay=_offline_buffers)
+    resumed.load_state_dict(state)
+    stages = [batch.stage for _, batch in zip(range(3), resumed.train_dataloader())]
+    assert stages == [OFFLINE, ONLINE, ONLINE]
+    assert resumed.offline_done == 3 and resumed.env_steps == 160 + 2
+
+
+def test_after_an_offline_stage_the_warm_up_acts_with_the_policy():
+    # A policy that always outputs 0.25: random warm-up actions would be spread over [-1, 1].
+    from tensordict.nn import TensorDictModule
+
+    linear = torch.nn.Linear(6, 2)
+    torch.nn.init.zeros_(linear.weight), torch.nn.init.constant_(linear.bias, 0.25)
+    constant = TensorDictModule(linear, in_keys=["observation"], out_keys=["action"])
+    for offline_updates, from_policy in [(0, False), (1, True)]:
+        data = _data(policy=constant, offline_updates=offline_updates, offline_replay=_offline_buffers)
+        data.warm_up()
+        actions = data.buffers[0].storage[:40]["action"]
+        assert bool((actions == 0.25).all()) == from_policy

@@ -9,12 +9,14 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
+
 from picor_gin.backbones import SAC, TD3
 from picor_gin.data import OFFLINE, ONLINE
 from picor_gin.ktm_drl import KTMDRL
 from picor_gin.networks import OneHotMLP
 from picor_gin.tasks import PointGoals
 from picor_gin.teachers import find_teachers
+from tests.conftest import run_cli
 
 OBS_DIM, ACTION_DIM = 2, 1
 
@@ -198,3 +200,16 @@ def test_the_student_must_be_td3(tmp_path):
 def test_find_teachers_refuses_a_folder_without_runs(tmp_path):
     with pytest.raises(ValueError, match=f"no run folder .* in {tmp_path}"):
         find_teachers(tmp_path, ["goal0"], 0)
+
+
+def test_a_missing_teacher_is_refused_by_launch_run_with_exit_2_and_one_line(tmp_path):
+    for z in range(3):
+        fake_teacher_run(tmp_path / "teachers" / f"goal{z}", f"goal{z}")
+    run_dir = tmp_path / "student"
+    result = run_cli("--gin_file=gin_configs/tiny_ktm.gin", f"--gin_bindings=KTMDRL.teachers = '{tmp_path / 'teachers'}'",
+                     f"--run_dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: no teacher of task 'goal3' in {tmp_path / 'teachers'} (teachers of ['goal0', 'goal1', 'goal2'])"
+    )
+    assert not run_dir.exists()
