@@ -12,7 +12,7 @@ interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rl
 
 --table prints a root that launch/reproduce.py filled in the paper's table shape: one column per
 method (Table 1) or ablation cell (Table 2), the paper's number above ours, "not run" where no run
-finished (KTM-DRL is not implemented here); the benchmark fixes the metric (MT10: mean_success
+finished (KTM-DRL's two-stage pipeline is not in reproduce.py's grid); the benchmark fixes the metric (MT10: mean_success
 in %, HalfCheetah: mean_return, tiny: mean_score).
 
 --metric defaults to the first of mean_success, mean_score, mean_return that every run reports;

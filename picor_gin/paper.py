@@ -25,7 +25,7 @@ class Cell:
         return None if self.gin_file is None else Path(self.gin_file).stem
 
 
-_TABLE1 = (  # column head, gin file suffix (None: not implemented here)
+_TABLE1 = (  # column head, gin file suffix (None: not in the one-stage grid; KTM-DRL needs its teachers first)
     ("PiCor", "picor"), ("MTSAC", "mtsac"), ("MTMHSAC", "mtmhsac"), ("Soft Modularization", "soft_modular"),
     ("KTM-DRL", None), ("PCGrad", "mtsac_pcgrad"),
 )

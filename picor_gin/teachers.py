@@ -15,6 +15,8 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from picor_gin.checkpoint_files import checkpoint_path
 
 CRITIC_PREFIX = "backbone.critic."
+#: Folders a sweep leaves beside its runs: attempts set aside, scratch folders of ranks above 0.
+NOT_RUNS = re.compile(r"\.(stale|rank)\d+$")
 
 
 @dataclasses.dataclass
@@ -64,6 +66,8 @@ def _read(folder: Path) -> TeacherRun:
     path = checkpoint_path(folder / "checkpoints")
     if not path.is_file():
         raise ValueError(f"teacher run {folder} has no checkpoint ({path.relative_to(folder)}): finish or --resume it")
+    if not (folder / "summary.json").is_file():
+        raise ValueError(f"teacher run {folder} has not finished (no summary.json): --resume it to the end")
     checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     tasks = checkpoint.get("task_names")
     if tasks is None or len(tasks) != 1:
@@ -80,15 +84,17 @@ def find_teachers(folders: Sequence[str | Path], task_names: Sequence[str], seed
 
     Raises:
         ValueError: in one line naming the task and the folder: a task without a teacher, a
-            folder without runs, a run without a checkpoint, several teachers that the seed
-            does not tell apart.
+            folder without runs, a run without a checkpoint or unfinished, several teachers
+            that the seed does not tell apart.
     """
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     found: dict[str, list[TeacherRun]] = collections.defaultdict(list)
     for root in folders:
         if not root.is_dir():
             raise ValueError(f"KTMDRL.teachers: no folder {root}")
-        runs = [root] if (root / "config.gin").is_file() else sorted(p.parent for p in root.rglob("config.gin"))
+        runs = [root] if (root / "config.gin").is_file() else sorted(
+            p.parent for p in root.rglob("config.gin") if not NOT_RUNS.search(p.parent.name)
+        )
         if not runs:
             raise ValueError(f"KTMDRL.teachers: no run folder (with a config.gin) in {root}")
         for run in runs:

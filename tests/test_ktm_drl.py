@@ -132,6 +132,7 @@ def fake_teacher_run(folder: Path, task: str, seed: int = 0, obs_dim: int = 6, a
     storage = {"observation": torch.randn(capacity, obs_dim), "action": torch.rand(capacity, action_dim)}
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "config.gin").write_text(f"Experiment.seed = {seed}\n")
+    (folder / "summary.json").write_text("{}")
     torch.save({
         "task_names": [task],
         "state_dict": {f"backbone.critic.{k}": v for k, v in critic.state_dict().items()},
@@ -151,6 +152,7 @@ def test_teachers_are_found_by_task_and_seed_and_loaded_with_their_replay(tmp_pa
     for seed in (0, 1):
         for z in range(4):
             fake_teacher_run(tmp_path / f"goal{z}" / f"seed{seed}", f"goal{z}", seed=seed, transitions=3 + z)
+    fake_teacher_run(tmp_path / "goal0" / "seed1.stale1", "goal0", seed=1)  # a sweep's set-aside attempt
     ktm = _setup(tmp_path, seed=1)
     assert [run.folder for run in ktm._runs] == [tmp_path / f"goal{z}" / "seed1" for z in range(4)]
     saved = torch.load(tmp_path / "goal2" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -167,6 +169,7 @@ def test_teachers_are_found_by_task_and_seed_and_loaded_with_their_replay(tmp_pa
     ("wrong task", "no teacher of task 'goal3' in {root}"),
     ("observation size", "teacher of task 'goal3' in {root}/goal3 has observations of size 5, this task set 6"),
     ("no checkpoint", "teacher run {root}/goal3 has no checkpoint"),
+    ("unfinished", "teacher run {root}/goal3 has not finished"),
     ("network", "teacher of task 'goal3' in {root}/goal3: its critic does not fit KTMDRL.teacher_network"),
     ("two of a seed", "2 teachers of task 'goal3' with seed 0 in {root}"),
 ])
@@ -180,6 +183,9 @@ def test_a_missing_or_mismatched_teacher_is_refused_naming_task_and_folder(tmp_p
     elif problem == "no checkpoint":
         fake_teacher_run(tmp_path / "goal3", "goal3")
         (tmp_path / "goal3" / "checkpoints" / "last.ckpt").unlink()
+    elif problem == "unfinished":
+        fake_teacher_run(tmp_path / "goal3", "goal3")
+        (tmp_path / "goal3" / "summary.json").unlink()
     elif problem == "network":
         fake_teacher_run(tmp_path / "goal3", "goal3", hidden=16)
     elif problem == "two of a seed":

@@ -241,7 +241,7 @@ def test_reproduce_builds_the_grid_from_the_shipped_gin_files_with_scaled_budget
     runs = reproduce.grid("table1", "tiny", [0, 1], tmp_path, ["PiCor.lam = 3.0"], scale=0.1)
     assert [run.name for run in runs[::2]] == [
         "tiny_picor/seed0", "tiny_mtsac/seed0", "tiny_mtmhsac/seed0", "tiny_soft_modular/seed0", "tiny_mtsac_pcgrad/seed0"]
-    assert "skip   KTM-DRL: not implemented here" in capsys.readouterr().out
+    assert "skip   KTM-DRL: not in this grid" in capsys.readouterr().out
     assert runs[0].bindings == ("PiCor.lam = 3.0", "Experiment.total_env_steps = 500", "Experiment.eval_every_env_steps = 100",
                                 "Experiment.checkpoint_every_env_steps = 400", "MultiTaskData.warmup_env_steps_per_task = 25")
     ablation = reproduce.grid("table2", "halfcheetah", [3], tmp_path, [], scale=1)
