@@ -42,6 +42,8 @@ class KTMDRL(Objective):
         offline_updates: updates of the offline stage (500k in the paper), each on
             `MultiTaskData.batch_size` transitions of every task's teacher replay.
         teacher_network: builder of the teachers' critics, as their runs bound it.
+        student_q_weight: the factor on the student's own Q1 in the online actor loss (1.0 in
+            their code, beside 1.0 on the teacher's); 0 keeps the actor on its teachers' Q alone.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class KTMDRL(Objective):
         teachers: str | Sequence[str] = gin.REQUIRED,
         offline_updates: int = 10_000,
         teacher_network: Network | None = None,
+        student_q_weight: float = 1.0,
     ):
         super().__init__()
         if offline_updates < 0:
@@ -56,6 +59,7 @@ class KTMDRL(Objective):
         self.teacher_folders = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
         self.offline_updates = offline_updates
         self.teacher_network = teacher_network or OneHotMLP()
+        self.student_q_weight = student_q_weight
         self.teachers = nn.ModuleList()
         self._runs: list[TeacherRun] = []
 
@@ -114,7 +118,7 @@ class KTMDRL(Objective):
         terms = backbone_losses(batch, critic_batch)
         if "loss_actor" in terms:  # TD3's delayed actor update: add the teacher's Q1
             teacher_gain = self.teacher_q(observation, backbone.actor(observation), task_id)[..., 0]
-            terms["loss_actor"] = terms["loss_actor"] - teacher_gain.mean()
+            terms["loss_actor"] = self.student_q_weight * terms["loss_actor"] - teacher_gain.mean()
             terms["teacher_q"] = teacher_gain.detach().mean()
         return terms
 

@@ -91,6 +91,8 @@ def test_online_actor_loss_is_minus_student_q1_plus_teacher_q1():
     terms = ktm.losses(student, student.losses, ONLINE, _batch())
     # Student Q1(s, pi(s)) = pi + s1: -1.5 + 2 = 0.5, 2.5 - 1 = 1.5; teacher Q1: -1, -3.5.
     assert terms["loss_actor"].item() == pytest.approx(-((0.5 - 1) + (1.5 - 3.5)) / 2)
+    ktm.student_q_weight = 0.0  # the actor on its teachers' Q alone
+    assert ktm.losses(student, student.losses, ONLINE, _batch())["loss_actor"].item() == pytest.approx(-(-1 - 3.5) / 2)
     student.critic_updates = 0  # a critic-only update: no actor term, no teacher term
     assert "loss_actor" not in ktm.losses(student, student.losses, ONLINE, _batch())
 
