@@ -9,7 +9,9 @@ import pytest
 
 import picor_gin  # noqa: F401
 from picor_gin.experiment import Experiment
+from picor_gin.networks import OneHotMLP
 from picor_gin.weighting import SoftmaxAlphaWeights, UniformWeights
+from tests.test_ktm_drl import fake_teacher_run
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs").glob("*.gin"))
@@ -18,7 +20,21 @@ EXPERIMENT_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs").gl
 def _build(gin_file: str, *bindings: str, tmp_path: Path):
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings([str(REPO / gin_file)], list(bindings), skip_unknown=False)
+    if str(gin_file).endswith("_ktm.gin"):  # a KTM-DRL student reads its teachers when it is built
+        _fake_teachers(tmp_path / "teachers")
     return Experiment().build(tmp_path)
+
+
+def _fake_teachers(folder: Path) -> None:
+    """A teacher run folder per task of the configured set, shaped like its student's network."""
+    task_set = Experiment().task_set
+    env = task_set.make_env(0)
+    obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
+    hidden = tuple(OneHotMLP().hidden_sizes)
+    for name in task_set.names:
+        fake_teacher_run(folder / name, name, obs_dim=obs_dim, action_dim=action_dim, hidden=hidden)
+    with gin.unlock_config():
+        gin.bind_parameter("KTMDRL.teachers", str(folder))
 
 
 @pytest.mark.parametrize("gin_file", EXPERIMENT_FILES, ids=str)

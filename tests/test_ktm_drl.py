@@ -125,11 +125,11 @@ def test_online_stage_starts_from_targets_equal_to_the_online_networks():
 
 
 def fake_teacher_run(folder: Path, task: str, seed: int = 0, obs_dim: int = 6, action_dim: int = 2,
-                     hidden: int = 8, transitions: int = 5) -> Path:
+                     hidden: int | tuple[int, ...] = 8, transitions: int = 5) -> Path:
     """A one-task run folder as a teacher run leaves it (config.gin, checkpoints/last.ckpt),
     holding only what a student reads: the task, the critic, the replay storage, env steps."""
     torch.manual_seed(seed)
-    critic = OneHotMLP(hidden_sizes=(hidden,)).critic(obs_dim, action_dim, 1)
+    critic = OneHotMLP(hidden_sizes=hidden if isinstance(hidden, tuple) else (hidden,)).critic(obs_dim, action_dim, 1)
     capacity = 2 * transitions
     storage = {"observation": torch.randn(capacity, obs_dim), "action": torch.rand(capacity, action_dim)}
     (folder / "checkpoints").mkdir(parents=True)
