@@ -247,3 +247,29 @@ def test_reproduce_builds_the_grid_from_the_shipped_gin_files_with_scaled_budget
     ablation = reproduce.grid("table2", "halfcheetah", [3], tmp_path, [], scale=1)
     assert [(run.gin_file, run.bindings) for run in ablation] == [
         (f"gin_configs/ablation/halfcheetah_{cell}.gin", ()) for cell in ("adaO_corO", "adaX_corO", "adaO_corX", "adaX_corX")]
+
+
+def test_report_reach_tables_env_steps_to_a_threshold_over_the_seeds_that_reached_it(runs_root, capsys):
+    # Evaluations at 1k (half the final score) and 2k env steps; threshold 0.45.
+    table, rows = build_report([runs_root], reps=200, reach=0.45)
+    assert "| tiny_mtsac | 2/4 | 1,500 ± 500 |" in table  # seed 2 at 2k (0.5), seed 3 at 1k (0.45)
+    assert "| tiny_picor | 3/8 | 1,667 ± 471 |" in table  # 0.5 and 0.6 at 2k, 5.0 already at 1k
+    assert [row.seeds for row in rows] == [2, 3] and rows[0].mean == pytest.approx(1_500)
+    assert "| tiny_mtsac | 0/4 | - | - |" in build_report([runs_root], reps=200, reach=2.0)[0]
+    assert report.main([str(runs_root), "--reach", "0.45", "--reps", "200"]) == 0
+    assert "Env steps to the first evaluation with `mean_score` >= 0.45" in capsys.readouterr().out
+
+
+def test_each_task_plans_one_arm_per_task_of_the_subsets_source_and_refuses_a_file_without_one(tmp_path, capsys):
+    from picor_gin.sweep import plan
+
+    runs = plan(["gin_configs/tiny_ktm_teacher.gin"], [0, 1], tmp_path, ["PointGoals.step_size = 0.2"], each_task=True)
+    assert [run.name for run in runs[:3]] == ["tiny_ktm_teacher_goal0/seed0", "tiny_ktm_teacher_goal0/seed1",
+                                              "tiny_ktm_teacher_goal1/seed0"]
+    assert len(runs) == 8 and runs[-1].run_dir == tmp_path / "tiny_ktm_teacher_goal3" / "seed1"
+    assert runs[-1].bindings == ("PointGoals.step_size = 0.2", "TaskSubset.tasks = ['goal3']")
+    code = sweep.main(["--gin_files", "gin_configs/tiny_mtsac.gin", "--each_task", "--seeds", "0", "--root", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: gin_configs/tiny_mtsac.gin binds no TaskSubset.task_set, so it has no tasks to sweep one by one"
+    )
