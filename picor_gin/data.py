@@ -114,7 +114,8 @@ class MultiTaskData(L.LightningDataModule):
     Args:
         task_set, policy, seed, total_env_steps: supplied by the Experiment.
         offline_updates, offline_replay: supplied by the Experiment from the module's objective:
-            the offline stage's update count and its per-task buffers (loaded on first use).
+            the offline stage's update count and its per-task buffers (loaded on first use, on
+            the device of B_z).
             After an offline stage the warm-up acts with the policy, not at random: the
             policy already knows something (KTM-DRL's online stage acts from its first step).
         sampler: factory of the task sampler, called with (num_tasks=, seed=).
@@ -150,7 +151,7 @@ class MultiTaskData(L.LightningDataModule):
         parallel_workers: bool = False,
         critic_on_every_task: bool = False,
         offline_updates: int = 0,
-        offline_replay: Callable[[], list[TensorDictReplayBuffer]] | None = None,
+        offline_replay: Callable[[str | torch.device], list[TensorDictReplayBuffer]] | None = None,
     ):
         super().__init__()
         for name, value in [
@@ -309,7 +310,7 @@ class MultiTaskData(L.LightningDataModule):
         """An offline-stage batch: `batch_size` transitions of every task's offline buffer, and
         correction states from them too; at env step 0, with no training return yet."""
         if not self._offline_buffers:
-            self._offline_buffers = self._offline_replay()
+            self._offline_buffers = self._offline_replay(self.buffers[0].storage.device)
         buffers = self._offline_buffers
         task_batch = self._from_every_task(self.batch_size, ("observation", "action"), buffers).reshape(-1)
         correction = self._from_every_task(self.correction_states_per_task, ["observation"], buffers)
@@ -336,8 +337,7 @@ class MultiTaskData(L.LightningDataModule):
         index = (torch.rand(num_tasks, per_task, device=device) * filled.unsqueeze(1)).long()
         drawn = TensorDict(batch_size=[num_tasks, per_task], device=device)
         for key in keys:
-            drawn.set(key, torch.stack([b.storage._storage.get(key)[i.to(b.storage.device)].to(device)
-                                        for b, i in zip(buffers, index)]))
+            drawn.set(key, torch.stack([b.storage._storage.get(key)[i] for b, i in zip(buffers, index)]))
         drawn["task_id"] = torch.arange(num_tasks, device=device).unsqueeze(1).expand(num_tasks, per_task)
         return drawn
 

@@ -102,7 +102,7 @@ class Experiment:
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,
         )
-        module.objective.setup(module.backbone, self.task_set, self.seed)
+        module.objective.setup(module.backbone, self.task_set, self.seed, obs_dim, action_dim)
         # Lightning builds the optimizers inside fit; building them once here checks their
         # bindings before anything is written and records them in the operative config.
         module.configure_optimizers()

@@ -63,13 +63,10 @@ class KTMDRL(Objective):
         self.teachers = nn.ModuleList()
         self._runs: list[TeacherRun] = []
 
-    def setup(self, backbone: Backbone, task_set: TaskSet, seed: int) -> None:
+    def setup(self, backbone: Backbone, task_set: TaskSet, seed: int, obs_dim: int, action_dim: int) -> None:
         if not isinstance(backbone, TD3):
             raise ValueError(f"KTMDRL trains a TD3 student; bind PiCor.backbone = @TD3, not {type(backbone).__name__}")
         self._runs = find_teachers(self.teacher_folders, task_set.names, seed)
-        probe = task_set.make_env(0)
-        obs_dim, action_dim = probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1]
-        probe.close()
         for run in self._runs:
             if run.observation_size != obs_dim:
                 raise ValueError(
@@ -86,8 +83,8 @@ class KTMDRL(Objective):
                 ) from None
             self.teachers.append(critic.requires_grad_(False))
 
-    def offline_replay(self) -> list[ReplayBuffer]:
-        return [run.replay() for run in self._runs]
+    def offline_replay(self, device: str | torch.device) -> list[ReplayBuffer]:
+        return [run.replay(device) for run in self._runs]
 
     def start_stage(self, backbone: TD3, stage: str) -> None:
         if stage == ONLINE:  # the online stage starts from targets equal to what the offline stage learnt

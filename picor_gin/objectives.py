@@ -37,11 +37,12 @@ class Objective(nn.Module, abc.ABC):
 
     offline_updates: int = 0
 
-    def setup(self, backbone: Backbone, task_set: TaskSet, seed: int) -> None:
+    def setup(self, backbone: Backbone, task_set: TaskSet, seed: int, obs_dim: int, action_dim: int) -> None:
         """Checks and loads what the objective needs; raises ValueError on bad input (at build)."""
 
-    def offline_replay(self) -> list[ReplayBuffer]:
-        """One replay buffer per task for the offline stage (read only when it has updates left)."""
+    def offline_replay(self, device: str | torch.device) -> list[ReplayBuffer]:
+        """One replay buffer per task on `device` for the offline stage (read only when it has
+        updates left)."""
         raise NotImplementedError(f"{type(self).__name__} has no offline stage")
 
     def start_stage(self, backbone: Backbone, stage: str) -> None:

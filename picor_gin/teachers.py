@@ -45,13 +45,12 @@ class TeacherRun:
     def env_steps(self) -> int:
         return self.checkpoint["MultiTaskData"]["env_steps"]
 
-    def replay(self) -> TensorDictReplayBuffer:
-        """The teacher's replay buffer (observations and actions), in memory."""
+    def replay(self, device: str | torch.device = "cpu") -> TensorDictReplayBuffer:
+        """The teacher's replay buffer (observations and actions), copied from the memory-mapped
+        checkpoint into memory on `device`."""
         size = self.checkpoint["MultiTaskData"]["buffers"][0]["_storage"]["_len"]
-        transitions = TensorDict(
-            {key: self._stored[key][:size].clone() for key in ("observation", "action")}, batch_size=[size]
-        )
-        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(size))
+        transitions = TensorDict({key: self._stored[key][:size] for key in ("observation", "action")}, batch_size=[size])
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device))
         buffer.extend(transitions)
         return buffer
 

@@ -189,14 +189,14 @@ def test_parallel_workers_need_the_all_tasks_sampler():
         _data(sampler=RoundRobin, parallel_workers=True)
 
 
-def _offline_buffers(num_tasks: int = 4, size: int = 7) -> list:
-    """Per-task buffers as a teacher's replay gives them: task 0's observations all 0, task 1's all 1, ..."""
+def _offline_buffers(device: str | torch.device, num_tasks: int = 4, size: int = 7) -> list:
+    """Per-task buffers on `device` as a teacher's replay gives them: task 0's observations all 0, task 1's all 1, ..."""
     from tensordict import TensorDict
     from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
     buffers = []
     for z in range(num_tasks):
-        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(size))
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device))
         buffer.extend(TensorDict({"observation": torch.full((size, 6), float(z)), "action": torch.zeros(size, 2),
                                   "task_id": torch.zeros(size, dtype=torch.long)}, batch_size=[size]))
         buffers.append(buffer)

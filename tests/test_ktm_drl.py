@@ -146,7 +146,7 @@ def fake_teacher_run(folder: Path, task: str, seed: int = 0, obs_dim: int = 6, a
 def _setup(folder: Path, seed: int = 0, **kwargs) -> KTMDRL:
     ktm = KTMDRL(teachers=str(folder), teacher_network=OneHotMLP(hidden_sizes=(8,)), **kwargs)
     student = TD3(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(8,)))
-    ktm.setup(student, PointGoals(num_tasks=4), seed)
+    ktm.setup(student, PointGoals(num_tasks=4), seed, obs_dim=6, action_dim=2)
     return ktm
 
 
@@ -159,7 +159,7 @@ def test_teachers_are_found_by_task_and_seed_and_loaded_with_their_replay(tmp_pa
     assert [run.folder for run in ktm._runs] == [tmp_path / f"goal{z}" / "seed1" for z in range(4)]
     saved = torch.load(tmp_path / "goal2" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert torch.equal(ktm.teachers[2].q1[0].weight, saved["state_dict"]["backbone.critic.q1.0.weight"])
-    replay = ktm.offline_replay()
+    replay = ktm.offline_replay("cpu")
     assert [len(buffer) for buffer in replay] == [3, 4, 5, 6]  # the filled part of each storage only
     stored = saved["MultiTaskData"]["buffers"][0]["_storage"]["_storage"]
     assert torch.equal(replay[2][:]["observation"], stored["observation"][:5])
@@ -202,7 +202,7 @@ def test_a_missing_or_mismatched_teacher_is_refused_naming_task_and_folder(tmp_p
 def test_the_student_must_be_td3(tmp_path):
     student = SAC(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(8,)))
     with pytest.raises(ValueError, match="KTMDRL trains a TD3 student"):
-        KTMDRL(teachers=str(tmp_path)).setup(student, PointGoals(num_tasks=4), 0)
+        KTMDRL(teachers=str(tmp_path)).setup(student, PointGoals(num_tasks=4), 0, obs_dim=6, action_dim=2)
 
 
 def test_find_teachers_refuses_a_folder_without_runs(tmp_path):
