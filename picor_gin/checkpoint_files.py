@@ -75,6 +75,12 @@ def _check(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def has_checkpoint(dirpath: Path) -> bool:
+    """Whether `dirpath` holds a checkpoint that `resumable` would try: the last or, after a crash
+    between `promote`'s two renames, only the previous one."""
+    return any(checkpoint_path(dirpath, name).is_file() for name in (LAST, PREVIOUS))
+
+
 def resumable(dirpath: Path) -> tuple[Path, dict[str, Any], str | None]:
     """The newest readable checkpoint of `dirpath`, loaded, and a note if it is not the last.
 

@@ -42,14 +42,17 @@ def evaluate(
     tasks = {}
     for task_id, name in enumerate(task_set.names):
         env = task_set.make_env(task_id, episodes_per_task, seed=seed + task_id)
-        with set_exploration_type(ExplorationType.DETERMINISTIC):
-            rollout = env.rollout(
-                task_set.max_episode_steps,
-                policy,
-                auto_cast_to_device=True,
-                break_when_any_done=False,
-                break_when_all_done=True,
-            )
+        try:
+            with set_exploration_type(ExplorationType.DETERMINISTIC):
+                rollout = env.rollout(
+                    task_set.max_episode_steps,
+                    policy,
+                    auto_cast_to_device=True,
+                    break_when_any_done=False,
+                    break_when_all_done=True,
+                )
+        finally:  # an evaluation's envs are its own: a long run builds them at every evaluation
+            env.close()
         done = rollout["next", "done"].squeeze(-1)  # [E, T]
         # Count each env's first episode only: steps up to and including its first done.
         in_episode = (done.cumsum(-1) - done.long()) == 0

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from picor_gin.checkpoint_files import has_checkpoint
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "launch" / "run.py"
 
@@ -35,7 +37,7 @@ class PlannedRun:
 
     @property
     def resumable(self) -> bool:
-        return (self.run_dir / "checkpoints" / "last.ckpt").is_file()
+        return has_checkpoint(self.run_dir / "checkpoints")
 
     def rank_dir(self, rank: int) -> Path:
         """Where process `rank` of a multi-node run starts: rank 0 owns the run folder; the others

@@ -145,6 +145,18 @@ def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     assert runs[3].set_aside_unresumable() == root / "tiny_mtsac" / "seed1.stale2"
 
 
+def test_sweep_resumes_a_run_whose_crash_left_only_the_previous_checkpoint(tmp_path):
+    # checkpoint_files.promote renames last -> previous, then the new file -> last: a crash between
+    # the two leaves previous.ckpt alone, which --resume starts from; the sweep must not restart it.
+    run_dir = tmp_path / "sweep" / "tiny_mtsac" / "seed0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "previous.ckpt").write_bytes(b"")
+    (run,) = sweep.plan(["gin_configs/tiny_mtsac.gin"], [0], tmp_path / "sweep", [])
+    assert run.resumable
+    assert run.command() == [sys.executable, str(REPO / "launch" / "run.py"), f"--resume={run_dir}"]
+    assert run.set_aside_unresumable() is None and run_dir.is_dir()
+
+
 def test_sweep_flags_take_several_values_and_repeat():
     args = sweep.parse_args(["--gin_files", "a.gin", "--seeds", "0", "1", "--root", "r",
                              "--gin_bindings", "A.b = 1", "C.d = 2", "--gin_bindings", "E.f = 3", "--seeds", "2"])
