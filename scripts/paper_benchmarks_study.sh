@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The paper-benchmark study (docs/results.md): MT10 at 150k and the HalfCheetah group at 100k env
+# steps; PiCor, its Cor X and MTSAC (gin_configs/study/).
+#
+#   bash scripts/paper_benchmarks_study.sh run       # start, or resume after any stop
+#   bash scripts/paper_benchmarks_study.sh collect   # copy finished runs' small files to results/
+#
+# The runs use a clone of this repository at the commit in results/paper_benchmarks/COMMIT, in
+# $STUDY_DIR (default: ../picor_study, beside the checkout), so later changes on main never reach
+# a running or resumed run; run folders are under $STUDY_DIR/runs. `run` is re-entrant: the sweep
+# skips finished runs and resumes started ones from their last checkpoint (every 10k env steps).
+# Two runs at a time, one torch thread each, at low priority.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+STUDY_DIR=${STUDY_DIR:-$(cd .. && pwd)/picor_study}
+RESULTS=$REPO/results/paper_benchmarks
+COMMIT=$(cat "$RESULTS/COMMIT")
+CODE=$STUDY_DIR/code
+RUNS=$STUDY_DIR/runs
+
+pinned_code() {
+  if [ ! -d "$CODE/.git" ]; then
+    git clone --quiet --no-checkout "$REPO" "$CODE"
+    git -C "$CODE" checkout --quiet --detach "$COMMIT"
+  fi
+  local at
+  at=$(git -C "$CODE" rev-parse HEAD)
+  if [ "$at" != "$COMMIT" ]; then
+    echo "error: $CODE is at $at, the study at $COMMIT; move it aside to start the study anew" >&2
+    exit 2
+  fi
+  bash "$CODE/scripts/setup.sh"
+}
+
+sweep() {  # sweep SEEDS... -- GIN_FILES...
+  local seeds=()
+  while [ "$1" != "--" ]; do seeds+=("$1"); shift; done
+  shift
+  (cd "$CODE" && nice -n 10 .venv/bin/python launch/sweep.py --root "$RUNS" --parallel 2 \
+     --seeds "${seeds[@]}" --gin_files "$@")
+}
+
+case "${1:-}" in
+  run)
+    pinned_code
+    mkdir -p "$RUNS"
+    all=(gin_configs/study/mt10_mtsac.gin gin_configs/study/mt10_picor.gin gin_configs/study/mt10_adaX_corX.gin
+         gin_configs/study/halfcheetah_mtsac.gin gin_configs/study/halfcheetah_picor.gin
+         gin_configs/study/halfcheetah_adaX_corX.gin)
+    # Seed by seed, so that every arm has as many finished seeds as the others at any stop.
+    for seed in 0 1 2; do sweep "$seed" -- "${all[@]}"; done
+    sweep 3 4 -- gin_configs/study/mt10_picor.gin gin_configs/study/mt10_adaX_corX.gin gin_configs/study/mt10_mtsac.gin
+    ;;
+  collect)
+    # Each finished run's config.gin, eval.jsonl and summary.json: kilobytes, no checkpoints.
+    for summary in "$RUNS"/*/seed*/summary.json; do
+      [ -f "$summary" ] || continue
+      run=$(dirname "$summary")
+      target=$RESULTS/$(basename "$(dirname "$run")")/$(basename "$run")
+      mkdir -p "$target"
+      cp -p "$run/config.gin" "$run/eval.jsonl" "$run/summary.json" "$target/"
+      echo "${target#"$REPO"/}"
+    done
+    ;;
+  *)
+    echo "usage: bash scripts/paper_benchmarks_study.sh run|collect" >&2
+    exit 2
+    ;;
+esac
