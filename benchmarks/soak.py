@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import picor_gin  # noqa: E402,F401  (registers the configurables)
 from picor_gin.checkpoint_files import CheckpointWriteError  # noqa: E402
-from picor_gin.experiment import Experiment, Run  # noqa: E402
+from picor_gin.run.experiment import Experiment, Run  # noqa: E402
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.plots import plot_runs  # noqa: E402
+from picor_gin.reports.plots import plot_runs  # noqa: E402
 
 
 def main() -> int:

@@ -29,8 +29,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.paper import BENCHMARKS, TABLES  # noqa: E402
-from picor_gin.report import LOWER_IS_BETTER, METRICS, ReportError, build_report, paper_table  # noqa: E402
+from picor_gin.reports.paper import BENCHMARKS, TABLES  # noqa: E402
+from picor_gin.reports.tables import LOWER_IS_BETTER, METRICS, ReportError, build_report, paper_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

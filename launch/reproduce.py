@@ -23,10 +23,10 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin import paper  # noqa: E402
-from picor_gin.report import ReportError, paper_table  # noqa: E402
-from picor_gin.sweep import PlannedRun, bad_input, bound_parameters, plan  # noqa: E402
-from picor_gin.sweep_launch import add_backend_arguments, launch  # noqa: E402
+from picor_gin.reports import paper  # noqa: E402
+from picor_gin.reports.tables import ReportError, paper_table  # noqa: E402
+from picor_gin.sweeps.plan import PlannedRun, bad_input, bound_parameters, plan  # noqa: E402
+from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
 
 BUDGETS = ("Experiment.total_env_steps", "Experiment.eval_every_env_steps",
            "Experiment.checkpoint_every_env_steps", "MultiTaskData.warmup_env_steps_per_task")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.cli import main  # noqa: E402
+from picor_gin.run.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 """Runs gin files x seeds through launch/run.py: here (subprocesses, N at a time) or on SLURM
-(one job per run, a job array through submitit; DESIGN.md section 9).
+(one job per run, a job array through submitit; docs/sweeps.md).
 
     python launch/sweep.py --gin_files gin_configs/tiny_picor.gin gin_configs/tiny_mtsac.gin \\
         --seeds 0 1 2 --root runs/sweep1 [--parallel 2] [--gin_bindings "Experiment.total_env_steps = 2000" ...]
@@ -13,7 +13,7 @@ after the sweep's own bindings, on every backend; its stdout and stderr are appe
 <run folder>.log, never echoed. A progress line counts the runs done, running, failed and waiting.
 Re-launching the same command after a crash skips finished runs (summary.json present) and
 resumes started ones with `--resume`, which keeps the config they started with. On SLURM a
-preempted or timed-out job requeues itself and resumes the same way (see picor_gin/cluster.py
+preempted or timed-out job requeues itself and resumes the same way (see picor_gin/sweeps/slurm.py
 for the retry rule).
 Then: python launch/report.py <root>
 Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input.
@@ -27,8 +27,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.sweep import bad_input, plan  # noqa: E402
-from picor_gin.sweep_launch import add_backend_arguments, launch  # noqa: E402
+from picor_gin.sweeps.plan import bad_input, plan  # noqa: E402
+from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

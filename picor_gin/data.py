@@ -130,9 +130,10 @@ class MultiTaskData(L.LightningDataModule):
             time, not N (benchmarks/collection_scaling.py); needs a sampler that picks every task
             each iteration (AllTasks).
         critic_on_every_task: the critic's batch is drawn from every B_z (as many transitions
-            as the optimization phase's batch, split evenly) instead of the sampled task's, so the critic the correction reads
-            A^{pi_t} from keeps fitting the tasks the sampler is away from (DESIGN.md section
-            10's critic lead); the actor still trains on the sampled task's batch.
+            as the optimization phase's batch, split evenly) instead of the sampled task's, so the
+            critic the correction reads A^{pi_t} from keeps fitting the tasks the sampler is away
+            from (docs/correction_study.md, the critic); the actor still trains on the sampled
+            task's batch. False is the paper's Algorithm 1 (its MTSAC).
     """
 
     def __init__(
@@ -149,7 +150,7 @@ class MultiTaskData(L.LightningDataModule):
         warmup_env_steps_per_task: int = 1_000,
         replay_device: str | None = None,
         parallel_workers: bool = False,
-        critic_on_every_task: bool = False,
+        critic_on_every_task: bool = True,
         offline_updates: int = 0,
         offline_replay: Callable[[str | torch.device], list[TensorDictReplayBuffer]] | None = None,
     ):

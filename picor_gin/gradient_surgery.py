@@ -4,11 +4,11 @@ The LightningModule calls `backward` once per update and knows nothing else, so 
 optimization method (PCGrad, CAGrad, Nash-MTL, UPGrad, MGDA, ...) is a component bound in gin,
 never a branch of the module:
 
-    PiCor.gradient_surgery = @TorchJDAggregation()
+    MultiTaskLearner.gradient_surgery = @TorchJDAggregation()
     TorchJDAggregation.aggregator = @UPGrad()      # or @PCGrad(), @CAGrad(), @NashMTL(), ...
 
 The aggregators are TorchJD's (`torchjd.aggregation`, maintained with tests by its authors),
-registered with gin under their class names in `picor_gin/externals.py`.
+registered with gin under their class names in `picor_gin/run/externals.py`.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The LightningModule asks its objective for the terms of each update and knows no
 so a method that changes what is minimised (KTM-DRL's teachers) or adds a stage before the
 first env step (its offline transfer) is one class bound in gin, never a branch of the module:
 
-    PiCor.objective = @KTMDRL()
+    MultiTaskLearner.objective = @KTMDRL()
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Objective(nn.Module, abc.ABC):
         """The "loss_*" terms (and detached diagnostics) of one update of `stage` on `batch`.
 
         `backbone_losses` is the backbone's own loss function (compiled where
-        `PiCor.compile_mode` asks). Like it, this may run several times per update (once per
+        `MultiTaskLearner.compile_mode` asks). Like it, this may run several times per update (once per
         task under gradient surgery) and must not advance state.
         """
 

@@ -33,3 +33,16 @@ def run_cli(*args: str, timeout: int = 600):
         text=True,
         timeout=timeout,
     )
+
+
+def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Runs launch/run.py's main with `args` in this process, from the repository root: for runs
+    refused before training, which need not pay a new interpreter's imports. Returns the exit
+    status and what it wrote to stderr."""
+    from picor_gin.run import cli
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv(cli.RUN_DIR_VARIABLE, raising=False)  # main sets it for DDP workers
+    capsys.readouterr()
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err

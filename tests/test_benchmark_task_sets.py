@@ -1,4 +1,4 @@
-"""The real benchmarks (DESIGN.md section 4): Meta-World MT10, the HalfCheetah group, GymTasks.
+"""The real benchmarks (docs/design.md, "Benchmarks and evaluation"): Meta-World MT10, the HalfCheetah group, GymTasks.
 
 Each test steps a few env steps only; building MT10's goals (~6 s) happens once per process,
 except in the test that rebuilds them on purpose.
@@ -19,7 +19,7 @@ import torch
 from tensordict import TensorDictBase
 
 from picor_gin.tasks import metaworld as metaworld_tasks
-from picor_gin.evaluation import evaluate
+from picor_gin.run.evaluation import evaluate
 from picor_gin.tasks import (
     HALF_CHEETAH_PARTS,
     GymTasks,

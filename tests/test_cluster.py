@@ -1,4 +1,4 @@
-"""The submitit backends of launch/sweep.py (DESIGN.md section 9), exercised with submitit's local
+"""The submitit backends of launch/sweep.py (docs/sweeps.md), exercised with submitit's local
 executor (real subprocesses, no SLURM), and a 2-"node" DDP run on localhost."""
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import cloudpickle
 import pytest
 import torch
 
-from picor_gin import cluster
-from picor_gin.report import build_report
-from picor_gin.sweep import PlannedRun
+from picor_gin.sweeps import slurm as cluster
+from picor_gin.reports.tables import build_report
+from picor_gin.sweeps.plan import PlannedRun
 from tests.conftest import REPO
 from tests.test_sweep_report import sweep
 

@@ -1,6 +1,7 @@
-"""The compiled update (PiCor.compile_mode) computes what the eager update computes."""
+"""The compiled update (MultiTaskLearner.compile_mode) computes what the eager update computes."""
 from __future__ import annotations
 
+import functools
 import shutil
 
 import pytest
@@ -8,7 +9,9 @@ import torch
 
 from picor_gin.backbones import SAC, TD3
 from picor_gin.data import MultiTaskData
-from picor_gin.module import PiCor
+from picor_gin.correction.policy_correction import PolicyCorrection
+from picor_gin.correction.weighting import SoftmaxReturnWeights
+from picor_gin.learner import MultiTaskLearner
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import RoundRobin
 from picor_gin.tasks import PointGoals
@@ -19,15 +22,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _module(backbone_class, **kwargs) -> PiCor:
+def _module(backbone_class, **kwargs) -> MultiTaskLearner:
     torch.manual_seed(0)
     backbone = lambda **dims: backbone_class(**dims, network=OneHotMLP(hidden_sizes=(32, 32)))  # noqa: E731
-    weighting = {"backbone": backbone}
-    if backbone_class is TD3:
-        from picor_gin.weighting import SoftmaxReturnWeights
-
-        weighting["weighting"] = SoftmaxReturnWeights()
-    return PiCor(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"), **weighting, **kwargs)
+    weighting = SoftmaxReturnWeights() if backbone_class is TD3 else None
+    correction = functools.partial(PolicyCorrection, weighting=weighting)
+    return MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"), backbone=backbone,
+                            correction=correction, **kwargs)
 
 
 @pytest.mark.parametrize("backbone_class", [SAC, TD3], ids=lambda c: c.__name__)
@@ -35,7 +36,8 @@ def test_compiled_losses_and_gradients_equal_the_eager_ones_on_a_fixed_batch(bac
     eager = _module(backbone_class)
     compiled = _module(backbone_class, compile_mode="default")
     compiled.load_state_dict(eager.state_dict())
-    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=eager.policy, seed=0, total_env_steps=1_000,
+    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=eager.policy, seed=0, critic_on_every_task=False,
+                         total_env_steps=1_000,
                          sampler=RoundRobin, batch_size=64, correction_states_per_task=16, warmup_env_steps_per_task=50)
     data.warm_up()
     batch = data.sample([1])
@@ -50,7 +52,8 @@ def test_compiled_losses_and_gradients_equal_the_eager_ones_on_a_fixed_batch(bac
             pi = module.backbone.policy_snapshot(batch.correction["observation"])
             baseline = module.backbone.value_baseline(batch.correction["observation"], batch.correction["task_id"], pi)
             weights = torch.full((4,), 0.25)
-            correction = module._correction_loss(module.backbone, module.constraint, batch.correction, baseline, pi, weights)
+            correction = module.correction._loss(module.backbone, module.correction.constraint, batch.correction, baseline, pi,
+                                                 weights)
             results.append((losses, grads, correction))
     (eager_losses, eager_grads, eager_correction), (losses, grads, correction) = results
     assert eager_losses.keys() == losses.keys()

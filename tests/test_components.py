@@ -11,12 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchjd.aggregation import UPGrad
 
 from picor_gin.backbones import TD3
-from picor_gin.constraints import LagrangePenalty, NoCorrection
-from picor_gin.experiment import Experiment
+from picor_gin.correction.constraints import LagrangePenalty
+from picor_gin.run.experiment import Experiment
 from picor_gin.gradient_surgery import TorchJDAggregation
 from picor_gin.networks import SoftModularNet, TaskHeads
 from picor_gin.samplers import AllTasks, RoundRobin
-from picor_gin.weighting import SoftmaxReturnWeights, UniformWeights
+from picor_gin.correction.weighting import SoftmaxReturnWeights, UniformWeights
 
 WARMUP = 4 * 250  # tiny_picor.gin: 4 tasks, 250 warm-up steps each
 UPDATES = 200
@@ -56,7 +56,7 @@ def _weights(scalars: dict[str, list[float]]) -> torch.Tensor:
 def test_td3_backbone_by_its_gin_file(tmp_path):
     run, initial, scalars = _train(tmp_path, [], gin_file="gin_configs/tiny_picor_td3.gin")
     backbone = run.module.backbone
-    assert isinstance(backbone, TD3) and isinstance(run.module.weighting, SoftmaxReturnWeights)
+    assert isinstance(backbone, TD3) and isinstance(run.module.correction.weighting, SoftmaxReturnWeights)
     assert backbone.critic_updates == UPDATES
     for name, p in backbone.actor.named_parameters():
         assert not torch.equal(p, initial[f"backbone.actor.{name}"])
@@ -65,36 +65,36 @@ def test_td3_backbone_by_its_gin_file(tmp_path):
 
 
 def test_return_weights_by_one_binding(tmp_path):
-    run, _, scalars = _train(tmp_path, ["PiCor.weighting = @SoftmaxReturnWeights()"])
-    assert isinstance(run.module.weighting, SoftmaxReturnWeights)
+    run, _, scalars = _train(tmp_path, ["PolicyCorrection.weighting = @SoftmaxReturnWeights()"])
+    assert isinstance(run.module.correction.weighting, SoftmaxReturnWeights)
     weights = _weights(scalars)
     assert torch.allclose(weights.sum(-1), torch.ones(len(weights)), atol=1e-5)
     assert (weights - 0.25).abs().max() > 1e-3  # unequal returns give unequal weights
 
 
 def test_uniform_weights_by_one_binding(tmp_path):
-    run, _, scalars = _train(tmp_path, ["PiCor.weighting = @UniformWeights()"])
-    assert isinstance(run.module.weighting, UniformWeights)
+    run, _, scalars = _train(tmp_path, ["PolicyCorrection.weighting = @UniformWeights()"])
+    assert isinstance(run.module.correction.weighting, UniformWeights)
     assert torch.equal(_weights(scalars), torch.full_like(_weights(scalars), 0.25))
     assert len(set(scalars["train/gain"])) > 1
 
 
 def test_no_correction_by_one_binding(tmp_path):
-    run, initial, scalars = _train(tmp_path, ["PiCor.constraint = @NoCorrection"])
-    assert isinstance(run.module.constraint, NoCorrection)
+    run, initial, scalars = _train(tmp_path, ["MultiTaskLearner.correction = None"])
+    assert run.module.correction is None
     assert not any(tag in scalars for tag in ("train/kl", "train/gain", "train/violation"))
-    correction_optimizer = run.trainer.optimizers[-1]
-    assert not correction_optimizer.state  # never stepped
+    assert not any(tag.startswith("train/weight/") for tag in scalars)  # the weights are the correction's
+    assert len(run.trainer.optimizers) == 3  # actor, critic, temperatures: no correction optimizer
 
 
 def test_lagrange_penalty_by_one_binding(tmp_path):
     # Started at 1: a positive multiplier keeps the phase active, and dual descent lowers it
     # while the constraint holds (with common random numbers the tiny set rarely violates it).
-    run, _, scalars = _train(tmp_path, ["PiCor.constraint = @LagrangePenalty", "LagrangePenalty.initial_multiplier = 1.0"])
-    assert isinstance(run.module.constraint, LagrangePenalty)
+    run, _, scalars = _train(tmp_path, ["PolicyCorrection.constraint = @LagrangePenalty", "LagrangePenalty.initial_multiplier = 1.0"])
+    assert isinstance(run.module.correction.constraint, LagrangePenalty)
     multiplier = scalars["train/multiplier"]
     assert min(multiplier) >= 0 and multiplier[-1] < multiplier[0] < 1.0, multiplier
-    assert float(run.module.constraint.multiplier) == pytest.approx(multiplier[-1])
+    assert float(run.module.correction.constraint.multiplier) == pytest.approx(multiplier[-1])
 
 
 def test_round_robin_sampler_by_one_binding(tmp_path):

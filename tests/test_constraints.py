@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from picor_gin.constraints import LagrangePenalty, NoCorrection, PerTaskQuadraticPenalty, QuadraticPenalty, weighted_gain
+from picor_gin.correction.constraints import LagrangePenalty, PerTaskQuadraticPenalty, QuadraticPenalty, weighted_gain
 
 
 def _one(gain: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,11 +120,6 @@ def test_lagrange_multiplier_is_saved_and_restored_with_the_module():
 def test_lagrange_penalty_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _lagrange(**kwargs)
-
-
-def test_no_correction_skips_the_phase_and_the_others_do_not():
-    assert not NoCorrection(lam=1.0, c=-0.01, gamma=0.99).corrects
-    assert _penalty().corrects and _lagrange().corrects
 
 
 # --- the weighted gain and the per-task form ---------------------------------------------------

@@ -10,10 +10,10 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from picor_gin.backbones import SAC
-from picor_gin.constraints import QuadraticPenalty
-from picor_gin.correction import correction_diagnostics, correction_loss
+from picor_gin.correction.constraints import QuadraticPenalty
+from picor_gin.correction.loss import correction_diagnostics, correction_loss
 from picor_gin.networks import Network, OneHotMLP, TwinCritic
-from picor_gin.weighting import SoftmaxAlphaWeights
+from picor_gin.correction.weighting import SoftmaxAlphaWeights
 
 NUM_TASKS, OBS_DIM, ACTION_DIM, STATES_PER_TASK = 4, 6, 2, 16
 

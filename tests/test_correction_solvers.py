@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from picor_gin.backbones import SAC
-from picor_gin.constraints import LagrangePenalty, QuadraticPenalty
-from picor_gin.correction import correction_loss
-from picor_gin.correction_solvers import (
+from picor_gin.correction.constraints import LagrangePenalty, QuadraticPenalty
+from picor_gin.correction.loss import correction_loss
+from picor_gin.correction.solvers import (
     ConstraintSizedStep,
     CorrectionProblem,
     PenaltyDescent,
@@ -203,7 +203,7 @@ def test_a_projection_per_update_refuses_more_correction_steps():
     check_steps(TrustRegionProjection(), 1)
     check_steps(PenaltyDescent(), 5)
     for solver in (TrustRegionProjection(), ConstraintSizedStep()):
-        with pytest.raises(ValueError, match="PiCor.correction_steps = 1"):
+        with pytest.raises(ValueError, match="PolicyCorrection.steps = 1"):
             check_steps(solver, 2)
 
 

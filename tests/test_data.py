@@ -18,7 +18,7 @@ def _data(**kwargs) -> MultiTaskData:
     defaults = dict(
         task_set=task_set, policy=backbone.policy, seed=0, total_env_steps=400,
         batch_size=16, correction_states_per_task=5, warmup_env_steps_per_task=40,
-        replay_capacity=1_000, sampler=RoundRobin,
+        replay_capacity=1_000, sampler=RoundRobin, critic_on_every_task=False,
     )
     return MultiTaskData(**{**defaults, **kwargs})
 
@@ -136,7 +136,8 @@ def test_collectors_act_with_the_current_actor_not_a_copy():
     task_set = PointGoals(num_tasks=4)
     backbone = SAC(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(8, 8)))
     data = MultiTaskData(task_set=task_set, policy=backbone.policy, seed=0, total_env_steps=400,
-                         batch_size=16, warmup_env_steps_per_task=4, sampler=RoundRobin)
+                         batch_size=16, warmup_env_steps_per_task=4, sampler=RoundRobin,
+                         critic_on_every_task=False)
     data.warm_up()  # builds the collectors with the initial actor
     with torch.no_grad():  # now make the actor push hard toward (+1, -1)
         last = backbone.actor[0][-1]

@@ -7,7 +7,7 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase, StepCounter, TransformedEnv
 
-from picor_gin.evaluation import evaluate
+from picor_gin.run.evaluation import evaluate
 from picor_gin.tasks import TaskSet
 
 

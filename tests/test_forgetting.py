@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from picor_gin import callbacks
-from picor_gin.forgetting import forgetting_history, forgetting_step, mean_over_tasks
+from picor_gin.run import callbacks
+from picor_gin.run.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 
 SCORES = {"a": [0.2, 0.8, 0.5, 0.9], "b": [0.6, 0.3, 0.7, 0.1]}
 FORGETTING = {"a": [0.0, 0.0, 0.3, 0.0], "b": [0.0, 0.3, 0.0, 0.6]}

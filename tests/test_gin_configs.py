@@ -8,18 +8,21 @@ import gin
 import pytest
 
 import picor_gin  # noqa: F401
-from picor_gin.experiment import Experiment
+from picor_gin.correction import (
+    ConstraintSizedStep, PenaltyDescent, PolicyCorrection, QuadraticPenalty, SoftmaxAlphaWeights,
+)
 from picor_gin.networks import OneHotMLP
-from picor_gin.weighting import SoftmaxAlphaWeights, UniformWeights
+from picor_gin.run.experiment import Experiment
 from tests.test_ktm_drl import fake_teacher_run
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs").glob("*.gin"))
 
 
-def _build(gin_file: str, *bindings: str, tmp_path: Path):
+def _build(gin_file: str, *bindings: str, tmp_path: Path, extra_files: tuple[str, ...] = ()):
     gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings([str(REPO / gin_file)], list(bindings), skip_unknown=False)
+    files = [str(REPO / gin_file), *(str(REPO / f) for f in extra_files)]
+    gin.parse_config_files_and_bindings(files, list(bindings), skip_unknown=False)
     if str(gin_file).endswith("_ktm.gin"):  # a KTM-DRL student reads its teachers when it is built
         _fake_teachers(tmp_path / "teachers")
     return Experiment().build(tmp_path)
@@ -44,23 +47,36 @@ def test_every_experiment_file_builds(gin_file, tmp_path):
 
 
 def test_an_override_reaches_the_object(tmp_path):
-    built = _build("gin_configs/tiny_picor.gin", "PiCor.lam = 1729.0", "critic/Adam.lr = 0.00123", tmp_path=tmp_path)
-    assert built.module.constraint.lam == 1729.0
+    built = _build("gin_configs/tiny_picor.gin", "PolicyCorrection.lam = 1729.0", "critic/Adam.lr = 0.00123", tmp_path=tmp_path)
+    assert built.module.correction.constraint.lam == 1729.0
     critic_optimizer = built.module.configure_optimizers()[1]
     assert critic_optimizer.param_groups[0]["lr"] == 0.00123
     assert built.module.configure_optimizers()[0].param_groups[0]["lr"] == 3e-4
 
 
-def test_tiny_mtsac_is_tiny_picor_with_ada_x_and_cor_x(tmp_path):
-    picor = _build("gin_configs/tiny_picor.gin", tmp_path=tmp_path).module
+def test_tiny_mtsac_is_sac_without_a_correction_and_tiny_picor_the_code_defaults(tmp_path):
+    picor = _build("gin_configs/tiny_picor.gin", tmp_path=tmp_path)
     gin.clear_config()
-    mtsac = _build("gin_configs/tiny_mtsac.gin", tmp_path=tmp_path).module
-    assert isinstance(picor.weighting, SoftmaxAlphaWeights) and picor.correction_steps > 0
-    assert isinstance(mtsac.weighting, UniformWeights) and mtsac.correction_steps == 0
-    assert type(mtsac.backbone) is type(picor.backbone)
+    mtsac = _build("gin_configs/tiny_mtsac.gin", tmp_path=tmp_path)
+    assert mtsac.module.correction is None and not mtsac.data.critic_on_every_task
+    assert type(mtsac.module.backbone) is type(picor.module.backbone)
+    # The shipped PiCor is PolicyCorrection's defaults: base/picor.gin binds nothing else of it.
+    correction, defaults = picor.module.correction, PolicyCorrection(backbone=picor.module.backbone)
+    assert isinstance(correction.weighting, SoftmaxAlphaWeights) and correction.weighting.tau == 1.0
+    assert type(correction.solver) is type(defaults.solver) is ConstraintSizedStep and correction.solver.max_kl == 0.01
+    assert type(correction.constraint) is QuadraticPenalty
+    assert (correction.constraint.lam, correction.constraint.c, correction.steps) == (10.0, -0.01, 1)
+    assert picor.data.critic_on_every_task
 
 
-ABLATION_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs" / "ablation").glob("*.gin"))
+def test_the_papers_picor_is_one_file_added_to_a_picor_file(tmp_path):
+    built = _build("gin_configs/tiny_picor.gin", tmp_path=tmp_path, extra_files=("gin_configs/ablation/paper_picor.gin",))
+    correction = built.module.correction
+    assert type(correction.solver) is PenaltyDescent and correction.constraint.lam == 1.0
+    assert not built.data.critic_on_every_task
+
+
+ABLATION_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs" / "ablation").glob("*_ada*_cor*.gin"))
 
 
 def test_the_ablation_grid_covers_ada_x_cor_on_every_benchmark():
@@ -74,10 +90,13 @@ def test_each_ablation_cell_binds_its_weighting_and_constraint(gin_file):
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings([str(REPO / gin_file)], [], skip_unknown=False)
     ada, cor = gin_file.stem.split("_")[-2:]
-    weighting = gin.query_parameter("PiCor.weighting").selector
-    constraint = gin.query_parameter("PiCor.constraint").selector
-    assert weighting == ("SoftmaxAlphaWeights" if ada == "adaO" else "UniformWeights")
-    assert constraint == ("QuadraticPenalty" if cor == "corO" else "NoCorrection")
+    correction = gin.query_parameter("MultiTaskLearner.correction")
+    if cor == "corX":  # without a correction nothing reads the weights: Ada O and Ada X are one run
+        assert correction is None
+    else:
+        assert correction.selector == "PolicyCorrection"
+        weighting = gin.query_parameter("PolicyCorrection.weighting").selector
+        assert weighting == ("SoftmaxAlphaWeights" if ada == "adaO" else "UniformWeights")
     assert gin.query_parameter("Experiment.name") == gin_file.stem
 
 
@@ -88,7 +107,7 @@ STUDY_FILES = sorted(
 
 @pytest.mark.parametrize("gin_file", STUDY_FILES, ids=str)
 def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
-    from picor_gin.correction_solvers import ConstraintSizedStep, PenaltyDescent, TrustRegionProjection
+    from picor_gin.correction.solvers import ConstraintSizedStep, PenaltyDescent, TrustRegionProjection
     from picor_gin.samplers import UniformEveryK
     from picor_gin.tasks import PointGoals, UnevenPointGoals
 
@@ -102,7 +121,7 @@ def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
     if "corX" not in gin_file.stem:
         # Each correcting arm binds its solver in its own file, so a later default cannot
         # change what its runs measured.
-        bound = re.findall(r"^PiCor\.correction_solver = @(\w+)\(\)", (REPO / gin_file).read_text(), re.M)
+        bound = re.findall(r"^PolicyCorrection\.solver = @(\w+)\(\)", (REPO / gin_file).read_text(), re.M)
         solvers = {cls.__name__: cls for cls in (ConstraintSizedStep, PenaltyDescent, TrustRegionProjection)}
-        assert len(bound) == 1 and type(built.module.correction_solver) is solvers[bound[0]]
+        assert len(bound) == 1 and type(built.module.correction.solver) is solvers[bound[0]]
     assert gin.query_parameter("Experiment.name") == gin_file.stem

@@ -15,15 +15,15 @@ from torchjd.aggregation import MGDA, UPGrad, CAGrad, Mean, NashMTL, PCGrad
 
 from picor_gin.backbones import TD3
 from picor_gin.data import Batch, MultiTaskData
-from picor_gin.experiment import Experiment
+from picor_gin.run.experiment import Experiment
 from picor_gin.gradient_surgery import TorchJDAggregation, conflict_share
-from picor_gin.module import PiCor
+from picor_gin.learner import MultiTaskLearner
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import AllTasks
 from picor_gin.tasks import PointGoals
-from picor_gin.weighting import UniformWeights
+from picor_gin.correction.weighting import UniformWeights
 from tests.conftest import run_cli
-from tests.test_module import _fit, _module
+from tests.test_learner import _fit, _module
 
 # Three tasks' gradients of a 4-parameter "actor": task 0 and task 2 conflict, task 1 agrees with both.
 JACOBIAN = torch.tensor([[1.0, 0.5, 0.0, -1.0], [0.2, 1.0, 0.3, 0.0], [-1.0, 0.4, 1.0, 0.5]], dtype=torch.float64)
@@ -139,7 +139,7 @@ def _deterministic_losses(module):
 
 
 def _all_task_batches(module, count: int):
-    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=module.policy, seed=0,
+    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=module.policy, seed=0, critic_on_every_task=False,
                          total_env_steps=10_000, sampler=AllTasks, batch_size=16,
                          correction_states_per_task=8, warmup_env_steps_per_task=40)
     data.warm_up()
@@ -152,7 +152,7 @@ def test_per_task_gradients_averaged_give_exactly_the_plain_step():
     modules = []
     for surgery in (None, TorchJDAggregation(Mean())):
         torch.manual_seed(0)
-        module = _module(correction_steps=0, weighting=UniformWeights(), gradient_surgery=surgery)
+        module = _module(gradient_surgery=surgery)
         module._losses = _deterministic_losses(module)
         modules.append(module)
     batches = _all_task_batches(modules[0], 3)
@@ -167,10 +167,10 @@ def test_per_task_gradients_averaged_give_exactly_the_plain_step():
 
 def test_surgery_keeps_td3s_delay_once_per_update_not_once_per_task():
     torch.manual_seed(0)
-    module = PiCor(
+    module = MultiTaskLearner(
         obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
         backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))),
-        correction_steps=0, weighting=UniformWeights(), gradient_surgery=TorchJDAggregation(PCGrad()),
+        gradient_surgery=TorchJDAggregation(PCGrad()),
     )
     trainer = _fit(module, _all_task_batches(module, 4))
     actor_optimizer, critic_optimizer = trainer.optimizers[:2]
@@ -182,7 +182,7 @@ def test_surgery_keeps_td3s_delay_once_per_update_not_once_per_task():
 def test_surgery_with_a_one_task_sampler_is_refused_naming_the_sampler_to_bind(tmp_path):
     gin.parse_config_files_and_bindings(
         ["gin_configs/tiny_picor.gin"],
-        ["PiCor.gradient_surgery = @TorchJDAggregation()", "TorchJDAggregation.aggregator = @UPGrad()"],
+        ["MultiTaskLearner.gradient_surgery = @TorchJDAggregation()", "TorchJDAggregation.aggregator = @UPGrad()"],
     )
     with pytest.raises(ValueError, match="UniformEveryK puts one task in each batch; bind MultiTaskData.sampler = @AllTasks"):
         Experiment().build(tmp_path)

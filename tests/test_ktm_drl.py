@@ -12,10 +12,10 @@ from torch import nn
 
 from picor_gin.backbones import SAC, TD3
 from picor_gin.data import OFFLINE, ONLINE
-from picor_gin.ktm_drl import KTMDRL
+from picor_gin.ktm_drl.objective import KTMDRL
 from picor_gin.networks import OneHotMLP
 from picor_gin.tasks import PointGoals
-from picor_gin.teachers import find_teachers
+from picor_gin.ktm_drl.teachers import find_teachers
 from tests.conftest import run_cli
 
 OBS_DIM, ACTION_DIM = 2, 1

@@ -14,8 +14,8 @@ import pytest
 import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
-from picor_gin import externals
-from picor_gin.experiment import Experiment
+from picor_gin.run import externals
+from picor_gin.run.experiment import Experiment
 from tests.conftest import REPO, run_cli
 
 
@@ -144,7 +144,7 @@ def test_every_ddp_spelling_either_allows_unused_parameters_or_is_refused(name):
 
 
 def test_a_wrong_type_behind_a_macro_names_the_binding_and_the_macro():
-    import picor_gin.binding_types  # noqa: F401  (registers the check gin runs when it finalizes)
+    import picor_gin.run.binding_types  # noqa: F401  (registers the check gin runs when it finalizes)
 
     gin.add_config_file_search_path(str(REPO))
     with pytest.raises(TypeError, match=r"OneHotMLP.hidden_sizes = %HIDDEN_SIZES = \(64, 'x'\): expected Sequence\[int\]"):

@@ -1,4 +1,5 @@
-"""The run contract of DESIGN.md section 5, through launch/run.py in a subprocess."""
+"""The run contract (docs/running.md), through launch/run.py: in a subprocess where a run trains,
+in-process where it is refused before anything is built."""
 from __future__ import annotations
 
 import json
@@ -6,15 +7,15 @@ import json
 import pytest
 import torch
 
-from picor_gin.forgetting import forgetting_history, mean_over_tasks
-from tests.conftest import run_cli
+from picor_gin.run.forgetting import forgetting_history, mean_over_tasks
+from tests.conftest import run_cli, run_in_process
 
 SHORT = [
     "--gin_file=gin_configs/tiny_picor.gin",
     "--gin_bindings=Experiment.total_env_steps = 1_200",
     "--gin_bindings=Experiment.eval_every_env_steps = 1_100",
     "--gin_bindings=Experiment.checkpoint_every_env_steps = 1_100",
-    "--gin_bindings=PiCor.lam = 1729.0",
+    "--gin_bindings=PolicyCorrection.lam = 1729.0",
     "--gin_bindings=LogFileProgress.every_seconds = 0.5",
 ]
 
@@ -72,7 +73,7 @@ def test_output_to_a_file_is_a_progress_line_per_interval_not_a_bar_per_update(s
 def test_bindings_reach_the_operative_config_and_the_checkpoint(short_run):
     run_dir, _ = short_run
     config = (run_dir / "config.gin").read_text()
-    assert "PiCor.lam = 1729.0" in config
+    assert "PolicyCorrection.lam = 1729.0" in config
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["MultiTaskData"]["env_steps"] == 1_200
     # The replay buffers travel with the checkpoint: every collected transition is in one B_z.
@@ -93,19 +94,23 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--gin_bindings=PiCor.nope = 1"], "PiCor"),
-        (["--gin_bindings=PiCor.lamb = 1.0"], "did you mean lam?"),
+        (["--gin_bindings=MultiTaskLearner.nope = 1"], "MultiTaskLearner"),
+        (["--gin_bindings=PolicyCorrection.lamb = 1.0"], "did you mean lam?"),
         (["--gin_bindings=Experiment.task_set = @PointGoal()"], "did you mean PointGoals"),
         (["--gin_bindings=SoftmaxAlphaWeights.tau = 0.0"], "tau must be > 0"),
-        (["--gin_bindings=PiCor.lam = -1.0"], "lam must be >= 0"),
-        (["--gin_bindings=PiCor.c = 0.5"], "c must be <= 0"),
+        (["--gin_bindings=PolicyCorrection.lam = -1.0"], "PolicyCorrection.lam must be >= 0"),
+        (["--gin_bindings=PolicyCorrection.c = 0.5"], "PolicyCorrection.c must be <= 0"),
+        (["--gin_bindings=PolicyCorrection.steps = 0"], "for no correction bind MultiTaskLearner.correction = None"),
         (["--gin_file=gin_configs/does_not_exist.gin"], "does_not_exist.gin"),
         (["--gin_bindings=UniformEveryK.k = 0"], "k must be >= 1"),
         (["--gin_bindings=MultiTaskData.batch_size = 0"], "batch_size must be >= 1"),
         (["--gin_bindings=SAC.gamma = 1.0"], "gamma must lie in (0, 1)"),
-        (["--gin_bindings=PiCor.lam = "], "Unable to parse"),
+        (["--gin_bindings=PolicyCorrection.lam = "], "Unable to parse"),
         (["--gin_bindings=MetaWorldMT10.tasks = ['reach-v3', 'pusj-v3']"], "valid tasks: reach-v3"),
-        (["--gin_bindings=PiCor.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
+        (["--gin_bindings=MultiTaskLearner.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
+        # Names that were renamed: the new one, not gin's unknown-name error.
+        (["--gin_bindings=PiCor.lam = 1.0"], "uses PiCor.lam, which picor-gin renamed: it is now PolicyCorrection.lam"),
+        (["--gin_file={tmp}/old_config.gin"], "uses picor_gin.constraints, which picor-gin renamed: it is now picor_gin.correction"),
         # Raised inside gin, Lightning and torch while the run is built or set up.
         (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
         (["--gin_bindings=Trainer.accelerator = 'tpu'"], "In call to configurable 'Trainer'"),
@@ -118,17 +123,22 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=Trainer.strategy = 'ddp_spawn'"], "bind 'ddp'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message):
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     (tmp_path / "includes_a_missing_file.gin").write_text(
         "include 'gin_configs/tiny_picor.gin'\ninclude 'gin_configs/nope.gin'\n"
     )
+    # An operative config written before the renames (its first lines, as a run folder keeps them).
+    (tmp_path / "old_config.gin").write_text(
+        "import picor_gin.backbones\nimport picor_gin.constraints as picor_gin2\n\n"
+        "# Parameters for PiCor:\nPiCor.lam = 10.0\nPiCor.constraint = @QuadraticPenalty\n"
+    )
     args = [arg.format(tmp=tmp_path) for arg in args]
     base = "gin_configs/smoke/mt10_picor.gin" if any("MetaWorld" in a for a in args) else "gin_configs/tiny_picor.gin"
-    result = run_cli(f"--gin_file={base}", *args, f"--run_dir={run_dir}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0]
+    code, stderr = run_in_process(monkeypatch, capsys, f"--gin_file={base}", *args, f"--run_dir={run_dir}")
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], stderr
     assert not run_dir.exists()
 
 

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from picor_gin.local_backend import run_locally
-from picor_gin.report import ReportError, build_report, paper_table
-from picor_gin.sweep import PlannedRun
+from picor_gin.sweeps.local import run_locally
+from picor_gin.reports.tables import ReportError, build_report, paper_table
+from picor_gin.sweeps.plan import PlannedRun
 from tests.conftest import REPO
 
 
@@ -196,7 +196,7 @@ def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_fai
     (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--time", "3 days"], "--time must look like"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "Trainer.devices = 'auto'"],
      "bind Trainer.devices to a number"),
-    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "PiCor.lamm = 1.0"],
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "PolicyCorrection.lamm = 1.0"],
      "doesn't have a parameter named 'lamm'"),
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
@@ -250,11 +250,11 @@ def test_paper_table_has_the_papers_columns_numbers_beside_ours_and_not_run_cell
 
 
 def test_reproduce_builds_the_grid_from_the_shipped_gin_files_with_scaled_budgets(tmp_path, capsys):
-    runs = reproduce.grid("table1", "tiny", [0, 1], tmp_path, ["PiCor.lam = 3.0"], scale=0.1)
+    runs = reproduce.grid("table1", "tiny", [0, 1], tmp_path, ["PolicyCorrection.lam = 3.0"], scale=0.1)
     assert [run.name for run in runs[::2]] == [
         "tiny_picor/seed0", "tiny_mtsac/seed0", "tiny_mtmhsac/seed0", "tiny_soft_modular/seed0", "tiny_mtsac_pcgrad/seed0"]
     assert "skip   KTM-DRL: not in this grid" in capsys.readouterr().out
-    assert runs[0].bindings == ("PiCor.lam = 3.0", "Experiment.total_env_steps = 500", "Experiment.eval_every_env_steps = 100",
+    assert runs[0].bindings == ("PolicyCorrection.lam = 3.0", "Experiment.total_env_steps = 500", "Experiment.eval_every_env_steps = 100",
                                 "Experiment.checkpoint_every_env_steps = 400", "MultiTaskData.warmup_env_steps_per_task = 25")
     ablation = reproduce.grid("table2", "halfcheetah", [3], tmp_path, [], scale=1)
     assert [(run.gin_file, run.bindings) for run in ablation] == [
@@ -273,7 +273,7 @@ def test_report_reach_tables_env_steps_to_a_threshold_over_the_seeds_that_reache
 
 
 def test_each_task_plans_one_arm_per_task_of_the_subsets_source_and_refuses_a_file_without_one(tmp_path, capsys):
-    from picor_gin.sweep import plan
+    from picor_gin.sweeps.plan import plan
 
     runs = plan(["gin_configs/tiny_ktm_teacher.gin"], [0, 1], tmp_path, ["PointGoals.step_size = 0.2"], each_task=True)
     assert [run.name for run in runs[:3]] == ["tiny_ktm_teacher_goal0/seed0", "tiny_ktm_teacher_goal0/seed1",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from picor_gin.evaluation import evaluate
+from picor_gin.run.evaluation import evaluate
 from picor_gin.tasks import PointGoals, UnevenPointGoals
 
 

@@ -6,8 +6,8 @@ import inspect
 import pytest
 import torch
 
-from picor_gin import weighting
-from picor_gin.weighting import SoftmaxAlphaWeights, SoftmaxReturnWeights, UniformWeights, WeightingRule
+from picor_gin.correction import weighting
+from picor_gin.correction.weighting import SoftmaxAlphaWeights, SoftmaxReturnWeights, UniformWeights, WeightingRule
 
 # Every concrete rule of the family, found in the module so that a new rule is covered too.
 RULES = [

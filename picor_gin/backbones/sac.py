@@ -26,8 +26,8 @@ def soft_bellman_target(
 ) -> torch.Tensor:
     """r + gamma * (1 - terminated) * (min_i Q_target_i(s', a') - alpha_z * log pi(a'|s')).
 
-    SAC's target (Haarnoja et al. 2018, eq. 3 with the twin-min of Fujimoto et al.); DESIGN.md
-    section 1 step 3. `next_target_q` holds both twins on its last axis.
+    SAC's target (Haarnoja et al. 2018, eq. 3 with the twin-min of Fujimoto et al.); docs/design.md,
+    "The algorithm", step 3. `next_target_q` holds both twins on its last axis.
     """
     soft_value = next_target_q.min(-1).values - alpha * next_log_prob
     return bootstrapped_target(reward, terminated, soft_value, gamma)
@@ -60,7 +60,7 @@ def tanh_normal_sample(
 
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
 class SAC(Backbone):
-    """Soft actor-critic with one learnable temperature per task (DESIGN.md section 1, step 3).
+    """Soft actor-critic with one learnable temperature per task (docs/design.md, "The algorithm", step 3).
 
     Hand-written rather than TorchRL's SACLoss because that loss has a single temperature and
     PiCor's eq. (9) needs one per task. Defaults are SAC's (Haarnoja et al. 2018, Table 1);
@@ -76,7 +76,7 @@ class SAC(Backbone):
         advantage_entropy_coef: k in the correction's advantage
             A = Q(s,a) - k alpha_z log pi(a|s) - E_{a'~pi_t}[Q(s,a') - k alpha_z log pi_t(a'|s)].
             k = 0 is the paper's raw-Q advantage; k = 1 the soft advantage, consistent with the
-            soft objective SAC's actor step optimises (DESIGN.md section 1, "Calibration").
+            soft objective SAC's actor step optimises (docs/design.md, "The algorithm", "Calibration").
         shared_correction_noise: the correction samples pi_phi's action with the noise pi_t's
             baseline action was drawn with (common random numbers), so the advantage of pi'_t
             measures the update's change instead of two independent draws' difference; False

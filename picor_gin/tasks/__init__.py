@@ -1,10 +1,10 @@
 """Task sets: the benchmarks a multi-task run trains on, as TorchRL environments.
 
 A task set names its tasks and builds, for one task, a (possibly batched) TorchRL env whose
-"observation" already carries the one-hot task id (DESIGN.md section 1), so networks, collectors
+"observation" already carries the one-hot task id (docs/design.md, "The algorithm"), so networks, collectors
 and evaluation need no task-specific code.
 
-One module per family (DESIGN.md section 4), as TorchRL keeps one per env library:
+One module per family (docs/design.md, "Benchmarks and evaluation"), as TorchRL keeps one per env library:
 - `base`: the `TaskSet` interface.
 - `point_goals`: `PointGoals` (the tiny set) and `UnevenPointGoals` (the same with task rewards
   scaled apart, so tasks learn at different speeds).

@@ -1,4 +1,4 @@
-"""The `TaskSet` interface every benchmark family implements (DESIGN.md section 1)."""
+"""The `TaskSet` interface every benchmark family implements (docs/design.md, "The algorithm")."""
 from __future__ import annotations
 
 import abc

@@ -1,4 +1,4 @@
-"""The HalfCheetah task group: one body part scaled per task (DESIGN.md section 4)."""
+"""The HalfCheetah task group: one body part scaled per task (docs/design.md, "Benchmarks and evaluation")."""
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +65,7 @@ def scaled_half_cheetah_xml(geoms: Sequence[str], factor: float) -> str:
 
 @gin.configurable
 class HalfCheetahGroup(GymTasks):
-    """The HalfCheetah task group (DESIGN.md section 4): one body part scaled per task.
+    """The HalfCheetah task group (docs/design.md, "Benchmarks and evaluation"): one body part scaled per task.
 
     Tasks "<part>_<label>" for each part of `HALF_CHEETAH_PARTS` (torso, thigh, leg, foot) and
     each label of `scale_factors` (big 1.25, small 0.75: 8 tasks, gym-extensions' factors), from

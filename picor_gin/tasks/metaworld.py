@@ -1,4 +1,4 @@
-"""Meta-World's multi-task benchmarks, MT10 and MT50, with fixed goals (DESIGN.md section 4)."""
+"""Meta-World's multi-task benchmarks, MT10 and MT50, with fixed goals (docs/design.md, "Benchmarks and evaluation")."""
 from __future__ import annotations
 
 import functools
@@ -36,7 +36,7 @@ def _make_metaworld_env(env_cls: type, task: Any, max_episode_steps: int) -> gym
 
 
 class MetaWorldTasks(TaskSet):
-    """A Meta-World multi-task benchmark with fixed goals (DESIGN.md section 4).
+    """A Meta-World multi-task benchmark with fixed goals (docs/design.md, "Benchmarks and evaluation").
 
     One task per env of the benchmark, each with one goal: the first of the goals that
     metaworld's benchmark class draws with `goal_seed`, so a run, its evaluations and any rebuild

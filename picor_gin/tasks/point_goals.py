@@ -1,4 +1,4 @@
-"""The tiny task sets: a 2-D point walking to goals on the unit circle (DESIGN.md section 6)."""
+"""The tiny task sets: a 2-D point walking to goals on the unit circle (docs/design.md, "The tiny task set")."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ from picor_gin.tasks.base import TaskSet
 
 
 class PointGoalsEnv(EnvBase):
-    """A 2-D point walking to one goal (DESIGN.md section 6), batched and stateless.
+    """A 2-D point walking to one goal (docs/design.md, "The tiny task set"), batched and stateless.
 
     The position is read back from the first two entries of the incoming observation, so the
     env keeps no state of its own and partial resets of a batch are trivial. The reward is
@@ -84,7 +84,7 @@ class PointGoals(TaskSet):
     """The tiny task set: goals evenly spaced on the unit circle (east, north, west, south, ...).
 
     From the same state the tasks ask for opposite actions and only the one-hot id tells them
-    apart, so a shared policy must genuinely separate them. Score (DESIGN.md section 6):
+    apart, so a shared policy must genuinely separate them. Score (docs/design.md, "The tiny task set"):
     (R - R_stay) / (R_oracle - R_stay), 1 optimal, 0 standing still.
     """
 

@@ -1,5 +1,5 @@
 """`TaskSubset`: some tasks of a task set, with the full set's observations, e.g. the one-task
-runs that train KTM-DRL's teachers (DESIGN.md section 8)."""
+runs that train KTM-DRL's teachers (docs/ktm_drl.md)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from picor_gin.evaluation import headline_metric
+from picor_gin.run.evaluation import headline_metric
 
 
 def forgetting_step(bests: dict[str, float], row: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
@@ -18,7 +18,7 @@ def forgetting_step(bests: dict[str, float], row: dict[str, Any]) -> tuple[dict[
 
     Args:
         bests: each task's best headline metric over the earlier evaluations ({} before the first).
-        row: an eval.jsonl row (DESIGN.md section 5).
+        row: an eval.jsonl row (docs/running.md, the run contract).
 
     Returns:
         ({task: forgetting}, {task: best including this row}).

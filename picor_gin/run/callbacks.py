@@ -13,8 +13,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
 from picor_gin.data import OFFLINE, Batch, MultiTaskData
-from picor_gin.evaluation import evaluate, headline_metric
-from picor_gin.forgetting import forgetting_history, forgetting_step, mean_over_tasks
+from picor_gin.run.evaluation import evaluate, headline_metric
+from picor_gin.run.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 from picor_gin.tasks import TaskSet
 
 

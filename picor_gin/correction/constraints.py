@@ -21,20 +21,14 @@ def weighted_gain(task_gains: torch.Tensor, weights: torch.Tensor) -> torch.Tens
 
 
 class ConstraintForm(nn.Module, abc.ABC):
-    """Maps the per-task gains g [N] and weights w [N] to a differentiable penalty.
-
-    Attributes:
-        corrects: False for the form that skips the correction phase (the ablation "Cor X").
-    """
-
-    corrects: bool = True
+    """Maps the per-task gains g [N] and weights w [N] to a differentiable penalty."""
 
     def __init__(self, lam: float, c: float, gamma: float):
         super().__init__()
         if lam < 0:
-            raise ValueError(f"PiCor.lam must be >= 0, got {lam}")
+            raise ValueError(f"PolicyCorrection.lam must be >= 0, got {lam}")
         if c > 0:
-            raise ValueError(f"PiCor.c must be <= 0, got {c}")
+            raise ValueError(f"PolicyCorrection.c must be <= 0, got {c}")
         if not 0 < gamma < 1:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma}")
         self.lam, self.c, self.gamma = lam, c, gamma
@@ -88,16 +82,6 @@ class PerTaskQuadraticPenalty(ConstraintForm):
     def penalty(self, task_gains: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         per_task = torch.relu(self.shortfall(task_gains)).square()
         return 0.5 * self.lam * (weights.shape[-1] * weights * per_task).sum(-1)
-
-
-@gin.configurable(denylist=["lam", "c", "gamma"])
-class NoCorrection(ConstraintForm):
-    """No correction phase at all: the ablation "Cor X" (the same as PiCor.correction_steps = 0)."""
-
-    corrects = False
-
-    def penalty(self, task_gains: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return torch.zeros((), device=task_gains.device)
 
 
 @gin.configurable(denylist=["lam", "c", "gamma"])

@@ -1,4 +1,4 @@
-"""The run contract of DESIGN.md section 5: flags, run folder, exit codes.
+"""The run contract (docs/running.md): flags, run folder, exit codes.
 
 Exit status 0: done; 2: bad input, which is anything that fails before the first update (one
 line on stderr, no run folder left); 1: failure during the run (after a checkpoint of the last
@@ -23,9 +23,10 @@ import gin
 import torch
 
 import picor_gin  # noqa: F401  (registers the configurables)
-import picor_gin.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
+import picor_gin.run.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
 from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, resumable
-from picor_gin.experiment import Experiment, Run
+from picor_gin.run.experiment import Experiment, Run
+from picor_gin.run.renamed import renamed_problem
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
@@ -120,7 +121,8 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
         gin.parse_config_files_and_bindings(gin_files, args.gin_bindings, skip_unknown=False)
         experiment = Experiment()
     except Exception as error:  # noqa: BLE001  (gin's parse and type errors, any configurable's check)
-        raise BadInput(_did_you_mean(_one_line(error))) from error
+        renamed = renamed_problem(gin_files, args.gin_bindings, CONFIG_ROOT)
+        raise BadInput(renamed or _did_you_mean(_one_line(error))) from error
     finally:
         logging.disable(logging.NOTSET)
     if RUN_DIR_VARIABLE in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":

@@ -1,5 +1,5 @@
 """KTM-DRL (Xu et al., NeurIPS 2020) as an objective: a TD3 student taught by one single-task
-teacher per task (DESIGN.md section 8).
+teacher per task (docs/ktm_drl.md).
 
     1. teachers: single-task TD3 runs of this framework (gin_configs/*_ktm_teacher.gin);
     2. offline stage (no env steps): on every task's teacher replay, the student's twin critic
@@ -28,7 +28,7 @@ from picor_gin.data import OFFLINE, ONLINE
 from picor_gin.networks import Network, OneHotMLP
 from picor_gin.objectives import Objective
 from picor_gin.tasks import TaskSet
-from picor_gin.teachers import TeacherRun, find_teachers
+from picor_gin.ktm_drl.teachers import TeacherRun, find_teachers
 
 
 @gin.configurable
@@ -65,7 +65,7 @@ class KTMDRL(Objective):
 
     def setup(self, backbone: Backbone, task_set: TaskSet, seed: int, obs_dim: int, action_dim: int) -> None:
         if not isinstance(backbone, TD3):
-            raise ValueError(f"KTMDRL trains a TD3 student; bind PiCor.backbone = @TD3, not {type(backbone).__name__}")
+            raise ValueError(f"KTMDRL trains a TD3 student; bind MultiTaskLearner.backbone = @TD3, not {type(backbone).__name__}")
         self._runs = find_teachers(self.teacher_folders, task_set.names, seed)
         for run in self._runs:
             if run.observation_size != obs_dim:

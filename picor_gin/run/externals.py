@@ -1,6 +1,6 @@
 """Library classes registered with gin once, under short names used by every gin file.
 
-Optimizers are scoped in gin files: `PiCor.actor_optimizer = @actor/Adam`, `actor/Adam.lr = ...`.
+Optimizers are scoped in gin files: `MultiTaskLearner.actor_optimizer = @actor/Adam`, `actor/Adam.lr = ...`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torchjd.aggregation
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy, StrategyRegistry
 
-# PiCor's phases leave parameters without gradient on some backwards (the correction's touches
+# The learner's phases leave parameters without gradient on some backwards (the correction's touches
 # only the actor; TD3's delayed updates skip it), which plain DDP refuses after start-up. So
 # 'ddp', the name users type first, means DDP that allows it, as
 # 'ddp_find_unused_parameters_true' does. (The spawning and forking spellings cannot run this
@@ -24,7 +24,7 @@ StrategyRegistry.register(
 
 
 def check_strategy(strategy: Strategy) -> None:
-    """Refuses, before the run, a Trainer strategy PiCor cannot train under: one that shards
+    """Refuses, before the run, a Trainer strategy the learner cannot train under: one that shards
     parameters or optimizer state (FSDP, DeepSpeed, XLA: the phases step their own optimizers
     on parameter groups they hold), DDP that forbids unused parameters, or DDP that spawns or
     forks its processes (measured: spawn fails to pickle, fork hangs).

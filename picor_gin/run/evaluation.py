@@ -1,4 +1,4 @@
-"""The evaluation protocol (DESIGN.md section 4): deterministic mean action, E episodes per task."""
+"""The evaluation protocol (docs/design.md, "Benchmarks and evaluation"): deterministic mean action, E episodes per task."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -35,7 +35,7 @@ def evaluate(
         seed: seeds each task's evaluation envs (seed + task id).
 
     Returns:
-        The eval.jsonl row of DESIGN.md section 5 without "env_steps": per-task "return",
+        The eval.jsonl row of docs/running.md, the run contract without "env_steps": per-task "return",
         "success" (any step of the episode flagged success; None without a flag) and "score"
         (normalized; None where the task set has none), and their means over tasks.
     """

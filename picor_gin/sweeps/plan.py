@@ -102,7 +102,7 @@ def _parse(gin_file: str, bindings: Sequence[str]) -> None:
     """Parses a run's gin file and bindings as launch/run.py would (every configurable registered)."""
     import gin
 
-    import picor_gin.cli  # noqa: F401  (registers every configurable launch/run.py knows)
+    import picor_gin.run.cli  # noqa: F401  (registers every configurable launch/run.py knows)
 
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))

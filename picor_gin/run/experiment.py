@@ -1,5 +1,5 @@
 """The Experiment: builds every component from gin, runs Lightning, writes the run folder
-(DESIGN.md section 5: config.gin, TensorBoard events, checkpoints/, eval.jsonl, summary.json)."""
+(docs/running.md, the run contract: config.gin, TensorBoard events, checkpoints/, eval.jsonl, summary.json)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,10 +13,10 @@ import gin
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from picor_gin import externals
-from picor_gin.callbacks import EnvStepCheckpoint, LogFileProgress, PeriodicEvaluation, ThroughputMonitor
+from picor_gin.run import externals
+from picor_gin.run.callbacks import EnvStepCheckpoint, LogFileProgress, PeriodicEvaluation, ThroughputMonitor
 from picor_gin.data import MultiTaskData
-from picor_gin.module import PiCor
+from picor_gin.learner import MultiTaskLearner
 from picor_gin.tasks import TaskSet
 
 
@@ -24,7 +24,7 @@ from picor_gin.tasks import TaskSet
 class Run:
     """Everything one run is made of, built before anything is written to disk."""
 
-    module: PiCor
+    module: MultiTaskLearner
     data: MultiTaskData
     trainer: L.Trainer
     evaluation: PeriodicEvaluation
@@ -34,7 +34,7 @@ class Run:
 
 @gin.configurable
 class Experiment:
-    """What every run has (DESIGN.md section 5).
+    """What every run has (docs/running.md, the run contract).
 
     Args:
         task_set: the benchmark (a TaskSet instance, e.g. `@PointGoals()`).
@@ -95,7 +95,7 @@ class Experiment:
         obs_dim = probe.observation_spec["observation"].shape[-1]
         action_dim = probe.action_spec.shape[-1]
         probe.close()
-        module = PiCor(
+        module = MultiTaskLearner(
             obs_dim=obs_dim,
             action_dim=action_dim,
             num_tasks=self.task_set.num_tasks,
@@ -117,13 +117,13 @@ class Experiment:
         module.gradient_surgery.check(self.task_set.num_tasks)
         if module.gradient_surgery.splits_tasks and data.sampler.tasks_per_iteration < 2:
             raise ValueError(
-                f"PiCor.gradient_surgery = {type(module.gradient_surgery).__name__} combines the "
+                f"MultiTaskLearner.gradient_surgery = {type(module.gradient_surgery).__name__} combines the "
                 f"gradients of the tasks in a batch, but {type(data.sampler).__name__} puts one task "
                 "in each batch; bind MultiTaskData.sampler = @AllTasks"
             )
         if module.gradient_surgery.splits_tasks and data.critic_on_every_task:
             raise ValueError(
-                "PiCor.gradient_surgery combines per-task gradients of one batch and cannot take a "
+                "MultiTaskLearner.gradient_surgery combines per-task gradients of one batch and cannot take a "
                 "separate critic batch; with the AllTasks sampler every batch already holds every "
                 "task: leave MultiTaskData.critic_on_every_task = False"
             )

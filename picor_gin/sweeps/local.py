@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from picor_gin.sweep import PlannedRun, print_event, progress_line
+from picor_gin.sweeps.plan import PlannedRun, print_event, progress_line
 
 
 def run_logged(command: list[str], log_path: Path, env: dict[str, str] | None = None,

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from picor_gin import cluster
-from picor_gin.local_backend import run_locally
-from picor_gin.sweep import PlannedRun, print_event
+from picor_gin.sweeps import slurm
+from picor_gin.sweeps.local import run_locally
+from picor_gin.sweeps.plan import PlannedRun, print_event
 
 BACKENDS = ("local", "submitit_local", "slurm")
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backend", "where the runs go (DESIGN.md section 9)")
+    group = parser.add_argument_group("backend", "where the runs go (docs/sweeps.md)")
     group.add_argument("--backend", choices=BACKENDS, default="local",
                        help="local: subprocesses here; slurm: a job array through submitit; "
                             "submitit_local: submitit's local executor (the slurm path without SLURM)")
@@ -43,7 +43,7 @@ def bad_backend_input(args: argparse.Namespace) -> str | None:
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
         return f"--gpus_per_job must be >= 0, got {args.gpus_per_job}"
     try:
-        cluster.minutes(args.time)
+        slurm.minutes(args.time)
     except ValueError as error:
         return str(error)
     return None
@@ -99,18 +99,18 @@ def _run_submitit(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespa
     if not todo:
         return []
     try:
-        groups = cluster.group_by_resources(todo, args.backend, args.gpus_per_job)
+        groups = slurm.group_by_resources(todo, args.backend, args.gpus_per_job)
     except (ValueError, TypeError, SyntaxError, KeyError) as error:
         raise _BadInput(" ".join(str(error).split())) from error
     folder = root / ".submitit" / "%j"  # submitit's own logs and pickles, per job
-    options = cluster.JobOptions(cluster.minutes(args.time), args.partition, args.parallel, args.cpus_per_task,
+    options = slurm.JobOptions(slurm.minutes(args.time), args.partition, args.parallel, args.cpus_per_task,
                                  args.max_timeouts)
     if args.dry_run:
         if args.backend != "slurm":
             raise _BadInput("--dry_run prints the sbatch script of --backend slurm (or the commands of local)")
-        for script, group in zip(cluster.sbatch_scripts(groups, folder, options), groups.values()):
+        for script, group in zip(slurm.sbatch_scripts(groups, folder, options), groups.values()):
             print(f"# {len(group)} run(s): {', '.join(run.name for run in group)}")
             print(script)
         return None
-    submitted = cluster.submit(groups, args.backend, folder, options)
-    return cluster.follow(submitted, args.poll_s)
+    submitted = slurm.submit(groups, args.backend, folder, options)
+    return slurm.follow(submitted, args.poll_s)

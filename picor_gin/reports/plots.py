@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from picor_gin.evaluation import headline_metric  # noqa: E402
-from picor_gin.forgetting import forgetting_history, mean_over_tasks  # noqa: E402
+from picor_gin.run.evaluation import headline_metric  # noqa: E402
+from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa: E402
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside

@@ -1,4 +1,4 @@
-"""The LightningModule: phases run in order, the correction is skipped by `correction_steps = 0`,
+"""The LightningModule: phases run in order, the correction runs only where one is bound,
 and a non-finite value stops the run with a message naming it."""
 from __future__ import annotations
 
@@ -9,27 +9,27 @@ import pytest
 import torch
 
 from picor_gin.backbones import SAC
-from picor_gin.constraints import LagrangePenalty
-from picor_gin.correction_solvers import PenaltyDescent
+from picor_gin.correction.constraints import LagrangePenalty
+from picor_gin.correction.solvers import PenaltyDescent
 from picor_gin.data import MultiTaskData
-from picor_gin.module import PiCor
+from picor_gin.correction.policy_correction import PolicyCorrection
+from picor_gin.learner import MultiTaskLearner
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import RoundRobin
 from picor_gin.tasks import PointGoals
-from picor_gin.weighting import UniformWeights
 
 
 def _small_sac(**kwargs) -> SAC:
     return SAC(**kwargs, network=OneHotMLP(hidden_sizes=(16, 16)))
 
 
-def _module(**kwargs) -> PiCor:
-    return PiCor(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
-                 backbone=_small_sac, log_every_updates=5, **kwargs)
+def _module(**kwargs) -> MultiTaskLearner:
+    return MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
+                            backbone=_small_sac, log_every_updates=5, **kwargs)
 
 
-def _batches(module: PiCor, count: int):
-    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=module.policy, seed=0,
+def _batches(module: MultiTaskLearner, count: int):
+    data = MultiTaskData(task_set=PointGoals(num_tasks=4), policy=module.policy, seed=0, critic_on_every_task=False,
                          total_env_steps=10_000, sampler=RoundRobin, batch_size=32,
                          correction_states_per_task=8, warmup_env_steps_per_task=40)
     data.warm_up()
@@ -44,7 +44,7 @@ class _SeedAtFirstBatch(L.Callback):
             torch.manual_seed(1)
 
 
-def _fit(module: PiCor, batches) -> L.Trainer:
+def _fit(module: MultiTaskLearner, batches) -> L.Trainer:
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[_SeedAtFirstBatch()],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
@@ -63,30 +63,35 @@ class _CountingDescent(PenaltyDescent):
         return terms, moved
 
 
-@pytest.mark.parametrize("correction_steps", [0, 2])
-def test_each_update_steps_the_backbone_and_the_correction_only_when_enabled(correction_steps):
+@pytest.mark.parametrize("correction_steps", [None, 2])
+def test_each_update_steps_the_backbone_and_the_correction_only_when_one_is_bound(correction_steps):
     torch.manual_seed(0)
     solver = _CountingDescent()
     # A positive multiplier keeps the constraint form active, so the phase runs on every update.
     constraint = functools.partial(LagrangePenalty, initial_multiplier=1.0)
-    module = _module(correction_steps=correction_steps, correction_solver=solver, constraint=constraint)
+    correction = None if correction_steps is None else functools.partial(
+        PolicyCorrection, steps=correction_steps, solver=solver, constraint=constraint)
+    module = _module(correction=correction)
     batches = _batches(module, 6)
     critic_before = [p.clone() for p in module.backbone.critic.parameters()]
     trainer = _fit(module, batches)
     assert module.updates == 6
     assert all(not torch.equal(a, b) for a, b in zip(critic_before, module.backbone.critic.parameters()))
-    actor_opt, critic_opt, alpha_opt, correction_opt = trainer.optimizers
+    actor_opt, critic_opt, alpha_opt, *correction_opt = trainer.optimizers
     assert all(s["step"] == 6 for s in actor_opt.state.values())
-    steps = [s["step"] for s in correction_opt.state.values()]
+    if correction_steps is None:
+        assert correction_opt == [] and solver.moved == 0
+        return
+    steps = [s["step"] for s in correction_opt[0].state.values()]
     # The correction steps only on updates whose constraint pi'_t violates (a projection).
-    assert steps == ([] if correction_steps == 0 else [2 * solver.moved] * len(steps))
-    assert solver.moved == (6 if correction_steps > 0 else 0)
+    assert steps == [2 * solver.moved] * len(steps)
+    assert solver.moved == 6
 
 
-def test_uniform_weights_and_no_correction_leave_the_actor_to_the_backbone_alone():
-    """Ada X, Cor X is MTSAC: the actor after an update is the backbone's step, nothing more."""
+def test_without_a_correction_the_actor_is_the_backbones_alone():
+    """No correction is MTSAC: the actor after an update is the backbone's step, nothing more."""
     torch.manual_seed(0)
-    picor = _module(correction_steps=0, weighting=UniformWeights())
+    picor = _module()
     torch.manual_seed(0)
     reference = _small_sac(obs_dim=6, action_dim=2, num_tasks=4)
     reference.load_state_dict(picor.backbone.state_dict())
@@ -108,7 +113,7 @@ def test_uniform_weights_and_no_correction_leave_the_actor_to_the_backbone_alone
 
 def test_a_non_finite_loss_stops_the_run_naming_the_quantity_task_and_step(monkeypatch):
     torch.manual_seed(0)
-    module = _module(correction_steps=1)
+    module = _module(correction=PolicyCorrection)
     batches = _batches(module, 5)
     original = module.backbone.losses
 

@@ -1,4 +1,4 @@
-"""The sweep's submitit backends (DESIGN.md section 9): one job per run, submitted as a job array
+"""The sweep's submitit backends (docs/sweeps.md): one job per run, submitted as a job array
 to SLURM (`slurm`) or started by submitit's local executor (`submitit_local`, the same code path
 without SLURM, which is how the tests run it).
 
@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
-from picor_gin.local_backend import run_logged, threads_per_run
-from picor_gin.sweep import PlannedRun, bound_parameters, print_event, progress_line
+from picor_gin.sweeps.local import run_logged, threads_per_run
+from picor_gin.sweeps.plan import PlannedRun, bound_parameters, print_event, progress_line
 
 
 def minutes(slurm_time: str) -> int:

@@ -12,7 +12,7 @@ import torch
 from tensordict import TensorDictBase
 
 from picor_gin.backbones import Backbone
-from picor_gin.constraints import ConstraintForm, weighted_gain
+from picor_gin.correction.constraints import ConstraintForm, weighted_gain
 
 
 def correction_loss(

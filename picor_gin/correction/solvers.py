@@ -17,7 +17,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from picor_gin.constraints import ConstraintForm
+from picor_gin.correction.constraints import ConstraintForm
 
 
 @dataclasses.dataclass
@@ -54,9 +54,9 @@ class CorrectionSolver(abc.ABC):
     """Solves the correction phase from phi = pi'_t.
 
     Attributes:
-        max_steps: the most `PiCor.correction_steps` the solver accepts; None for any number.
+        max_steps: the most `PolicyCorrection.steps` the solver accepts; None for any number.
         differentiates_twice: whether it backpropagates through a gradient (torch.compile's
-            graphs do not support that, so the module leaves the correction loss eager).
+            graphs do not support that, so the correction loss stays eager).
     """
 
     max_steps: int | None = None
@@ -188,7 +188,7 @@ class TrustRegionProjection(CorrectionSolver):
 
 @gin.configurable
 class ConstraintSizedStep(CorrectionSolver):
-    """The cheapest projection (DESIGN.md section 10's "SGD step sized by the constraint").
+    """The cheapest projection (docs/correction_study.md's "SGD step sized by the constraint").
 
     One step along the violation's gradient g, sized so the linearised violation reaches zero,
     d = -v_0 g / |g|^2; where the KL to pi'_t measured after it exceeds `max_kl`, the step is
@@ -239,6 +239,6 @@ def check_steps(solver: CorrectionSolver, steps: int) -> None:
     if solver.max_steps is not None and steps > solver.max_steps:
         raise ValueError(
             f"{type(solver).__name__} makes at most {solver.max_steps} correction step(s) per "
-            f"update; bind PiCor.correction_steps = {solver.max_steps} (got {steps})"
+            f"update; bind PolicyCorrection.steps = {solver.max_steps} (got {steps})"
         )
 

@@ -1,5 +1,5 @@
 """The PiCor paper's Table 1 (methods) and Table 2 (ablation), Bai et al., AAAI 2023 (numbers as
-in DESIGN.md section 1): each cell's shipped gin file, the paper's number and the metric it is."""
+in docs/design.md, "The algorithm"): each cell's shipped gin file, the paper's number and the metric it is."""
 from __future__ import annotations
 
 import dataclasses

@@ -13,8 +13,8 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
-from picor_gin import paper
-from picor_gin.plots import experiment_name
+from picor_gin.reports import paper
+from picor_gin.reports.plots import experiment_name
 
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
 LOWER_IS_BETTER = ("average_forgetting",)  # on request only: a run's mean drop of each task below its best

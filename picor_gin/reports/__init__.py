@@ -1,0 +1,1 @@
+"""Tables and figures from run folders, and the paper's numbers to set beside them."""
