@@ -363,6 +363,7 @@ class MultiTaskData(L.LightningDataModule):
             "task_env_steps": list(self.task_env_steps),
             "sampler": self.sampler.state_dict(),
             "buffers": [b.state_dict() for b in self.buffers],
+            "recent_returns": [list(returns) for returns in self.recent_returns],  # a return weighting reads them
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -389,3 +390,6 @@ class MultiTaskData(L.LightningDataModule):
         self.sampler.load_state_dict(state["sampler"])
         for buffer, buffer_state in zip(self.buffers, state["buffers"]):
             buffer.load_state_dict(buffer_state)
+        for returns, saved in zip(self.recent_returns, state["recent_returns"]):
+            returns.clear()
+            returns.extend(saved)

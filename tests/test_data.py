@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from picor_gin.backbones import SAC
+from picor_gin.correction.weighting import SoftmaxReturnWeights
 from picor_gin.data import MultiTaskData
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import AllTasks, RoundRobin
@@ -85,8 +86,8 @@ def test_critic_batch_is_as_large_as_the_task_batch_when_every_task_is_sampled()
     assert torch.equal(batch.critic["task_id"], torch.arange(4).repeat_interleave(16))
 
 
-def test_critic_batch_is_none_by_default_and_a_batch_smaller_than_the_task_count_is_refused():
-    data = _data()
+def test_critic_batch_is_none_on_the_sampled_tasks_batch_and_a_batch_smaller_than_the_task_count_is_refused():
+    data = _data(critic_on_every_task=False)
     data.warm_up()
     assert data.sample([0]).critic is None
     with pytest.raises(ValueError, match="critic_on_every_task.*batch_size >= 4"):
@@ -109,7 +110,7 @@ def test_time_limit_transitions_are_stored_as_not_terminated():
     assert len(data.recent_returns[0]) == 1
 
 
-def test_state_dict_round_trip_restores_counters_sampler_and_buffers():
+def test_state_dict_round_trip_restores_counters_sampler_buffers_and_recent_returns():
     data = _data()
     stream = iter(data.train_dataloader())
     for _ in range(3):
@@ -118,6 +119,12 @@ def test_state_dict_round_trip_restores_counters_sampler_and_buffers():
     restored = _data()
     restored.load_state_dict(state)
     assert restored.env_steps == data.env_steps and restored.iterations == 3
+    # What SoftmaxReturnWeights reads: each task's last episode returns (one 30-step episode each).
+    assert [list(r) for r in restored.recent_returns] == [list(r) for r in data.recent_returns]
+    assert all(len(r) == 1 for r in restored.recent_returns)
+    rule = SoftmaxReturnWeights()  # so a resumed run's return weights are the uninterrupted run's
+    torch.testing.assert_close(rule({"recent_return": restored.sample([0]).recent_return}, 4),
+                               rule({"recent_return": data.sample([0]).recent_return}, 4), rtol=0, atol=0)
     assert [len(b) for b in restored.buffers] == [len(b) for b in data.buffers]
     assert torch.equal(restored.buffers[1].storage[:41]["action"], data.buffers[1].storage[:41]["action"])
 

@@ -59,3 +59,16 @@ def test_an_episode_flagged_at_a_single_step_counts_as_a_success():
     assert row["mean_success"] == pytest.approx(0.5)
     assert row["tasks"]["never"]["return"] == pytest.approx(10.0)  # one 10-step episode, reward 1
     assert row["mean_score"] is None and row["tasks"]["never"]["score"] is None
+
+
+def test_each_evaluation_closes_the_envs_it_built():
+    """A long run evaluates many times: its evaluation envs must not pile up."""
+    built = []
+
+    class Recorded(FlagOnceTasks):
+        def make_env(self, task_id, num_envs=1, seed=0):
+            built.append(super().make_env(task_id, num_envs, seed))
+            return built[-1]
+
+    evaluate(_zero_policy, Recorded(), episodes_per_task=2, seed=0)
+    assert len(built) == 2 and all(env.is_closed for env in built)
