@@ -63,12 +63,14 @@ def test_an_episode_flagged_at_a_single_step_counts_as_a_success():
 
 def test_each_evaluation_closes_the_envs_it_built():
     """A long run evaluates many times: its evaluation envs must not pile up."""
-    built = []
+    closed = []
 
     class Recorded(FlagOnceTasks):
         def make_env(self, task_id, num_envs=1, seed=0):
-            built.append(super().make_env(task_id, num_envs, seed))
-            return built[-1]
+            env = super().make_env(task_id, num_envs, seed)
+            close = env.close
+            env.close = lambda *args, **kwargs: (closed.append(task_id), close(*args, **kwargs))
+            return env
 
     evaluate(_zero_policy, Recorded(), episodes_per_task=2, seed=0)
-    assert len(built) == 2 and all(env.is_closed for env in built)
+    assert closed == [0, 1]
