@@ -9,7 +9,7 @@ Cell C of the table runs gin_configs/[ablation/]<benchmark>_<C>.gin into <root>/
 (root: runs/reproduce/<table>_<benchmark>). --scale multiplies every budget of every gin file
 (Experiment.total_env_steps, eval_every_env_steps, checkpoint_every_env_steps and
 MultiTaskData.warmup_env_steps_per_task) for a quick look. KTM-DRL's cell needs its teachers
-trained first (README, "KTM-DRL": a sweep, then the student), which this one-stage grid does not
+trained first (docs/ktm_drl.md: a sweep, then the student), which this one-stage grid does not
 schedule: it shows the paper's number and "not run". Re-launching the same command skips finished
 runs and resumes the others; the table is then `launch/report.py <root> --table T --benchmark B`.
 Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input.
@@ -46,7 +46,7 @@ def grid(table: str, benchmark: str, seeds: Sequence[int], root: Path, bindings:
     runs = []
     for cell in paper.cells(table, benchmark):
         if cell.gin_file is None:
-            print(f"{'skip':<7}{cell.label}: not in this grid (its teachers come first: README, KTM-DRL); the table shows the paper's number", flush=True)
+            print(f"{'skip':<7}{cell.label}: not in this grid (its teachers come first: docs/ktm_drl.md); the table shows the paper's number", flush=True)
             continue
         runs += plan([cell.gin_file], seeds, root, [*bindings, *scaled_budgets(cell.gin_file, bindings, scale)])
     return runs

@@ -120,5 +120,5 @@ class KTMDRL(Objective):
         return terms
 
     def summary(self) -> dict[str, Any]:
-        """The teachers' env steps, which count toward KTM-DRL's budget (README, experiments)."""
+        """The teachers' env steps, which count toward KTM-DRL's budget (docs/ktm_drl.md)."""
         return {"teacher_env_steps": sum(run.env_steps for run in self._runs)}
