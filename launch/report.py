@@ -9,6 +9,7 @@ interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rl
     python launch/report.py runs/a runs/b --metric mean_return --out results/table.md
     python launch/report.py runs/reproduce/table1_mt10 --table table1 --benchmark mt10
     python launch/report.py runs/ktm_study --reach 0.9     # env steps to a mean_score of 0.9
+    python launch/report.py results/paper_benchmarks/mt10_* --per_task   # each task's final success
 
 --table prints a root that launch/reproduce.py filled in the paper's table shape: one column per
 method (Table 1) or ablation cell (Table 2), the paper's number above ours, "not run" where no run
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write the table to FILE (report.md when FILE is left out)")
     parser.add_argument("--reach", type=float, default=None, metavar="THRESHOLD",
                         help="table the env steps of each run's first evaluation with the metric >= THRESHOLD")
+    parser.add_argument("--per_task", action="store_true", help="table the final metric of each task instead")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--table", choices=TABLES, default=None, help="the paper's table shape (one root)")
@@ -51,11 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--reps must be >= 1, got {args.reps}")
     if (args.table is None) != (args.benchmark is None) or (args.table and (len(args.paths) > 1 or args.metric)):
         parser.error("--table and --benchmark go together, with one root and no --metric")
-    if args.table and args.reach is not None:
-        parser.error("--reach tables env steps to a threshold, not the paper's tables")
+    if args.table and (args.reach is not None or args.per_task):
+        parser.error("--reach and --per_task table other things than the paper's tables")
+    if args.per_task and args.reach is not None:
+        parser.error("--per_task and --reach are two different tables: ask for one")
     try:
         if args.table is None:
-            table, _ = build_report(args.paths, args.metric, args.reps, args.seed, args.reach)
+            table, _ = build_report(args.paths, args.metric, args.reps, args.seed, args.reach, args.per_task)
         else:
             table, _ = paper_table(args.paths[0], args.table, args.benchmark, args.reps, args.seed)
     except ReportError as error:

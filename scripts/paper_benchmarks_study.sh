@@ -4,6 +4,7 @@
 #
 #   bash scripts/paper_benchmarks_study.sh run       # start, or resume after any stop
 #   bash scripts/paper_benchmarks_study.sh collect   # copy finished runs' small files to results/
+#                                                    (needs this checkout's .venv: scripts/setup.sh)
 #
 # The runs use a clone of this repository at the commit in results/paper_benchmarks/COMMIT, in
 # $STUDY_DIR (default: ../picor_study, beside the checkout), so later changes on main never reach
@@ -53,15 +54,9 @@ case "${1:-}" in
     sweep 3 4 -- gin_configs/study/mt10_picor.gin gin_configs/study/mt10_adaX_corX.gin gin_configs/study/mt10_mtsac.gin
     ;;
   collect)
-    # Each finished run's config.gin, eval.jsonl and summary.json: kilobytes, no checkpoints.
-    for summary in "$RUNS"/*/seed*/summary.json; do
-      [ -f "$summary" ] || continue
-      run=$(dirname "$summary")
-      target=$RESULTS/$(basename "$(dirname "$run")")/$(basename "$run")
-      mkdir -p "$target"
-      cp -p "$run/config.gin" "$run/eval.jsonl" "$run/summary.json" "$target/"
-      echo "${target#"$REPO"/}"
-    done
+    # Each finished run's config.gin, eval.jsonl, summary.json and its per-task weights and
+    # temperatures (scalars.json): kilobytes, no checkpoints. Read with this checkout's code.
+    "$REPO/.venv/bin/python" "$REPO/launch/collect.py" "$RUNS" "$RESULTS"
     ;;
   *)
     echo "usage: bash scripts/paper_benchmarks_study.sh run|collect" >&2

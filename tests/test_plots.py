@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 
+import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from tests.conftest import REPO
@@ -56,3 +57,21 @@ def test_plot_refuses_a_folder_without_evaluations(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "launch" / "plot.py"), str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "eval.jsonl" in result.stderr
+
+
+def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(tmp_path):
+    from picor_gin.reports.collect import collect, read_scalars
+
+    runs_root = tmp_path / "runs"
+    _fake_run(runs_root / "tiny_picor" / "seed0", "tiny_picor", 0)
+    (runs_root / "tiny_picor" / "seed0" / "summary.json").write_text("{}")
+    _fake_run(runs_root / "tiny_picor" / "seed1", "tiny_picor", 1)  # unfinished: no summary.json
+    written = collect(runs_root, tmp_path / "results")
+    assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
+    assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]
+    kept, logged = read_scalars(written[0], "train/weight/"), read_scalars(runs_root / "tiny_picor" / "seed0", "train/weight/")
+    assert kept.keys() == logged.keys() == {"a", "b"}
+    for task in kept:
+        assert kept[task][0].tolist() == logged[task][0].tolist() == [1_100, 2_100]
+        expected = 0.6 if task == "a" else 0.4
+        assert kept[task][1].tolist() == pytest.approx([expected] * 2) == logged[task][1].tolist()

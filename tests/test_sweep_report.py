@@ -118,6 +118,16 @@ def test_report_tables_average_forgetting_on_request_as_lower_is_better(runs_roo
     assert lines[4].startswith("| tiny_mtsac | 4 | 0.119 ± 0.072 |")  # the scores' 0.475 ± 0.286, over 4
 
 
+def test_report_per_task_tables_each_tasks_final_metric_over_seeds(runs_root, capsys):
+    assert report.main([str(runs_root), "--per_task"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| experiment | seeds | goal0 | goal1 |"
+    # tiny_mtsac's four final scores 0.1, 0.4, 0.5, 0.9: mean 0.475, std 0.286 (ddof 0), both tasks alike.
+    assert lines[4] == "| tiny_mtsac | 4 | 0.475 ± 0.286 | 0.475 ± 0.286 |"
+    with pytest.raises(ReportError, match="needs a metric with a value per task"):
+        build_report([runs_root], "average_forgetting", per_task=True)
+
+
 def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     root = tmp_path / "sweep"
     _fake_run(root / "tiny_picor" / "seed1", "tiny_picor", 1, 0.5)  # finished

@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from picor_gin.reports.collect import read_scalars  # noqa: E402
 from picor_gin.run.evaluation import headline_metric  # noqa: E402
 from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa: E402
 
@@ -85,7 +85,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     ax.legend()
     written.append(_save(fig, out_dir / "forgetting.png"))
 
-    weights = {name: [_scalars(run_dir, "train/weight/") for run_dir, _ in members] for name, members in runs.items()}
+    weights = {name: [read_scalars(run_dir, "train/weight/") for run_dir, _ in members] for name, members in runs.items()}
     weights = {name: per_run for name, per_run in weights.items() if all(per_run)}
     if weights:
         fig, axes = plt.subplots(1, len(weights), figsize=(FIGURE_SIZE[0] * len(weights), FIGURE_SIZE[1]), dpi=DPI, squeeze=False)
@@ -96,16 +96,6 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
             ax.legend(fontsize="small")
         written.append(_save(fig, out_dir / "task_weights.png"))
     return written
-
-
-def _scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """TensorBoard scalars under `prefix`, keyed by the rest of their tag."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {
-        tag[len(prefix):]: (np.array([e.step for e in events.Scalars(tag)]), np.array([e.value for e in events.Scalars(tag)]))
-        for tag in events.Tags()["scalars"] if tag.startswith(prefix)
-    }
 
 
 def _save(fig, path: Path) -> Path:

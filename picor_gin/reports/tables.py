@@ -132,6 +132,31 @@ def reach_report(
     return "\n".join(lines) + "\n", rows
 
 
+def per_task_report(summaries: dict[Path, dict], metric: str) -> str:
+    """Each task's final value of `metric` (a mean over tasks, e.g. mean_success) per experiment:
+    mean ± std over its seeds, so a mean over tasks can be traced to the tasks behind it."""
+    if not metric.startswith("mean_"):
+        raise ReportError(f"--per_task needs a metric with a value per task ({', '.join(METRICS)}), not {metric}")
+    key = metric.removeprefix("mean_")
+    groups: dict[str, list[dict]] = collections.defaultdict(list)
+    for run_dir, summary in summaries.items():
+        groups[experiment_name(run_dir)].append(summary["tasks"])
+    tasks = list(next(iter(groups.values()))[0])
+    lines = [
+        f"Final `{key}` per task, mean ± std over seeds.",
+        "",
+        "| experiment | seeds | " + " | ".join(tasks) + " |",
+        "| --- | ---: |" + " ---: |" * len(tasks),
+    ]
+    for name, runs in sorted(groups.items()):
+        cells = []
+        for task in tasks:
+            values = np.array([run[task][key] for run in runs], dtype=float)
+            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     """The table with a caption naming the metric and how the interval was drawn."""
     direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
@@ -151,10 +176,12 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
 
 
 def build_report(
-    paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None
+    paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None,
+    per_task: bool = False,
 ) -> tuple[str, list[Row]]:
     """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
-    `reach` of the env steps to reach it; raises ReportError if there is nothing to report."""
+    `reach` of the env steps to reach it, or with `per_task` its value per task (no rows);
+    raises ReportError if there is nothing to report."""
     paths = list(paths)
     run_dirs = find_runs(paths)
     if not run_dirs:
@@ -163,6 +190,8 @@ def build_report(
     metric = choose_metric(summaries, metric)
     if reach is not None:
         return reach_report(summaries, metric, reach, reps, seed)
+    if per_task:
+        return per_task_report(summaries, metric), []
     rows = report_rows(summaries, metric, reps, seed)
     return markdown(rows, metric, reps, seed), rows
 

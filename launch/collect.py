@@ -1,0 +1,32 @@
+"""Copies finished runs' small files into a results folder kept in the repository:
+python launch/collect.py RUNS_ROOT RESULTS_ROOT
+
+Each <RUNS_ROOT>/<arm>/seed<S> with a summary.json goes to <RESULTS_ROOT>/<arm>/seed<S>:
+config.gin, eval.jsonl, summary.json and scalars.json (the per-task weights and temperatures
+from TensorBoard), so launch/report.py and launch/plot.py draw every table and figure from
+RESULTS_ROOT alone. Exit status: 0 done; 2 RUNS_ROOT is not a folder.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from picor_gin.reports.collect import collect  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_root", type=Path)
+    parser.add_argument("results_root", type=Path)
+    args = parser.parse_args()
+    if not args.runs_root.is_dir():
+        print(f"error: no such folder: {args.runs_root}", file=sys.stderr)
+        return 2
+    for target in collect(args.runs_root, args.results_root):
+        print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

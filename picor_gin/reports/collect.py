@@ -1,0 +1,52 @@
+"""Copies finished runs' small files into a results folder that a repository can keep: each run's
+config.gin, eval.jsonl and summary.json, and the per-task TensorBoard scalars the figures read
+(the eq. 9 weights, the temperatures) as scalars.json. Kilobytes per run: no checkpoints, no
+event files, so every table and figure of a study can be drawn again from a clone."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SMALL_FILES = ("config.gin", "eval.jsonl", "summary.json")
+SCALARS_FILE = "scalars.json"
+PER_TASK_PREFIXES = ("train/weight/", "train/alpha/")  # Fig. 4 of the paper: w_z over time
+
+
+def read_scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(env steps, values) per tag under `prefix`, keyed by the rest of the tag: from the run's
+    TensorBoard events, or from its scalars.json where a results folder kept only that."""
+    exported = run_dir / SCALARS_FILE
+    if exported.is_file():
+        series = json.loads(exported.read_text())
+    else:
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        series = {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {
+        tag[len(prefix):]: (np.array([step for step, _ in points]), np.array([value for _, value in points]))
+        for tag, points in series.items() if tag.startswith(prefix)
+    }
+
+
+def collect(runs_root: Path, results_root: Path, prefixes: Sequence[str] = PER_TASK_PREFIXES) -> list[Path]:
+    """Copies every finished run <runs_root>/<arm>/seed<S> to <results_root>/<arm>/seed<S>;
+    returns the folders written. Unfinished runs (no summary.json) are left out."""
+    written = []
+    for summary in sorted(runs_root.glob("*/seed*/summary.json")):
+        run_dir = summary.parent
+        target = results_root / run_dir.parent.name / run_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in SMALL_FILES:
+            shutil.copy2(run_dir / name, target / name)
+        series = {}
+        for prefix in prefixes:
+            for tag, (steps, values) in read_scalars(run_dir, prefix).items():
+                series[prefix + tag] = [[int(s), round(float(v), 6)] for s, v in zip(steps, values)]
+        (target / SCALARS_FILE).write_text(json.dumps(series, sort_keys=True) + "\n")
+        written.append(target)
+    return written
