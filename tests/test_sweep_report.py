@@ -295,3 +295,12 @@ def test_each_task_plans_one_arm_per_task_of_the_subsets_source_and_refuses_a_fi
     assert capsys.readouterr().err.strip() == (
         "error: gin_configs/tiny_mtsac.gin binds no TaskSubset.task_set, so it has no tasks to sweep one by one"
     )
+
+
+def test_the_sweep_and_the_cli_find_the_repositorys_entry_point_and_gin_files():
+    """Both locate the repository from their own file: a module moved a level deeper must not lose it."""
+    from picor_gin.run import cli
+    from picor_gin.sweeps import plan
+
+    assert plan.RUN_PY == REPO / "launch" / "run.py" and plan.RUN_PY.is_file()
+    assert cli.CONFIG_ROOT == REPO and (cli.CONFIG_ROOT / "gin_configs" / "tiny_picor.gin").is_file()

@@ -28,7 +28,7 @@ from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoin
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.renamed import renamed_problem
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding gin_configs/
 RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
 
 

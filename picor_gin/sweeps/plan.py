@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from picor_gin.checkpoint_files import has_checkpoint
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # picor_gin/sweeps/plan.py -> the repository
 RUN_PY = REPO / "launch" / "run.py"
 
 
