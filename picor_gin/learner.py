@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import gin
 import lightning as L
@@ -24,12 +24,7 @@ from picor_gin.correction.policy_correction import PolicyCorrection, Processes
 from picor_gin.data import Batch
 from picor_gin.gradient_surgery import GradientSurgery, MeanLoss
 from picor_gin.objectives import BackboneLosses, Objective
-
-OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-def _adam(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=3e-4)
+from picor_gin.optimizers import OptimizerFactory, default_adam
 
 
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "task_names", "log_every_updates"])
@@ -67,9 +62,9 @@ class MultiTaskLearner(L.LightningModule):
         task_names: list[str],
         backbone: Callable[..., Backbone] = SAC,
         correction: Callable[..., PolicyCorrection] | None = None,
-        actor_optimizer: OptimizerFactory = _adam,
-        critic_optimizer: OptimizerFactory = _adam,
-        alpha_optimizer: OptimizerFactory = _adam,
+        actor_optimizer: OptimizerFactory = default_adam,
+        critic_optimizer: OptimizerFactory = default_adam,
+        alpha_optimizer: OptimizerFactory = default_adam,
         compile_mode: str | None = None,
         gradient_surgery: GradientSurgery | None = None,
         objective: Objective | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterable
+from typing import Callable
 
 import gin
 import torch
@@ -23,12 +23,7 @@ from picor_gin.correction.constraints import ConstraintForm, QuadraticPenalty
 from picor_gin.correction.loss import correction_diagnostics, correction_loss
 from picor_gin.correction.solvers import ConstraintSizedStep, CorrectionProblem, CorrectionSolver, check_steps
 from picor_gin.correction.weighting import SoftmaxAlphaWeights, WeightingRule
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def _adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=3e-4)
+from picor_gin.optimizers import OptimizerFactory, default_adam
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +68,7 @@ class PolicyCorrection(nn.Module):
         lam: float = 10.0,
         c: float = -0.01,
         steps: int = 1,
-        optimizer: OptimizerFactory = _adam,
+        optimizer: OptimizerFactory = default_adam,
     ):
         super().__init__()
         if steps < 1:
