@@ -1,0 +1,34 @@
+"""The network interface: a builder of the actor torso and the twin critic of a multi-task agent.
+
+The task set appends the one-hot task id to every observation, so a network reads the task from
+the observation's last `num_tasks` entries.
+"""
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks; forward returns both values stacked, shape [..., 2]."""
+
+    def __init__(self, q1: nn.Module, q2: nn.Module):
+        super().__init__()
+        self.q1, self.q2 = q1, q2
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q1(observation, action), self.q2(observation, action)], -1)
+
+
+class Network(abc.ABC):
+    """Builds the actor torso and the twin critic; the backbone adds its own output head."""
+
+    @abc.abstractmethod
+    def actor(self, obs_dim: int, out_features: int, num_tasks: int) -> nn.Module:
+        """Module mapping observation [..., obs_dim] to [..., out_features] (SAC: loc and raw scale)."""
+
+    @abc.abstractmethod
+    def critic(self, obs_dim: int, action_dim: int, num_tasks: int) -> TwinCritic:
+        """Twin Q mapping (observation, action) to [..., 2]."""
