@@ -19,7 +19,7 @@ the CPU, and their env steps per second from summary.json (warm-up and evaluatio
 
 The ratio is the framework's overhead only where the framework's update is plain SAC's: the SAC
 backbone on plain MLPs, without the correction (`MultiTaskLearner.correction = None`) or gradient
-surgery (the MTSAC configs); the issue asks for at least 0.8 there. Elsewhere the framework does
+surgery (the MTSAC configs); it should be at least 0.8 there. Elsewhere the framework does
 other or more work, and the ratio is marked `*`.
 
 All sides run in one process, so they share torch's thread count (`--threads`), and they

@@ -3,7 +3,7 @@ does not hurt.
 
 Budgeted in env steps (not seconds), for a fixed seed. The three runs go at once, one torch
 thread each: on 2 CPU cores small networks gain more from a core per run than from two threads
-per run. A solved PointGoals run scores >= 0.9 (docs/design.md, "The tiny task set"); the issue asks >= 0.8.
+per run. A solved PointGoals run scores >= 0.9 (docs/design.md, "The tiny task set"); the tests ask >= 0.8.
 """
 from __future__ import annotations
 
