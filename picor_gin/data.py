@@ -5,6 +5,7 @@ The LightningModule never builds an environment; everything env-side lives here.
 """
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import functools
@@ -104,12 +105,149 @@ class ReplayStream(IterableDataset):
             yield data.sample(tasks)
 
 
-@gin.configurable(denylist=["task_set", "policy", "seed", "total_env_steps", "offline_updates", "offline_replay"])
-class MultiTaskData(L.LightningDataModule):
-    """Owns the envs' collectors, the per-task replay buffers B_z and the task sampler.
+class TaskEnvData(L.LightningDataModule, abc.ABC):
+    """What every data path shares: each task's envs stepped by TorchRL collectors with the
+    current policy, the task sampler, the global env-step count under DDP, each task's recent
+    training returns, and their checkpoint state. Subclasses say what a collection is
+    (`_collector`) and what Lightning reads (`train_dataloader`).
 
-    Under DDP every process owns its envs and buffers, seeded with seed + rank, and runs the same
-    iterations; `env_steps` and `total_env_steps` are global (summed over processes).
+    Under DDP every process owns its envs, seeded with seed + rank, and runs the same iterations;
+    `env_steps` and `total_env_steps` are global (summed over processes).
+    """
+
+    #: Whether the data is the current policy's own rollout (an on-policy backbone needs it).
+    on_policy = False
+
+    def __init__(
+        self,
+        task_set: TaskSet,
+        policy: TensorDictModule,
+        seed: int,
+        total_env_steps: int,
+        sampler: Callable[..., TaskSampler],
+        envs_per_task: int,
+        parallel_workers: bool,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        if envs_per_task < 1:
+            raise ValueError(f"{name}.envs_per_task must be >= 1, got {envs_per_task}")
+        self.task_set = task_set
+        self.policy = policy
+        self.seed = seed
+        self.total_env_steps = total_env_steps
+        self.sampler = sampler(num_tasks=task_set.num_tasks, seed=seed)
+        if parallel_workers and self.sampler.tasks_per_iteration != task_set.num_tasks:
+            raise ValueError(
+                f"{name}.parallel_workers steps every task each iteration: it needs the "
+                f"AllTasks sampler, got {type(self.sampler).__name__}"
+            )
+        self.parallel_workers = parallel_workers
+        self.envs_per_task = envs_per_task
+        self.local_env_steps = 0
+        self.rank, self.world_size = 0, 1
+        self.iterations = 0
+        self.offline_updates = self.offline_done = 0
+        self.task_env_steps = [0] * task_set.num_tasks
+        self.recent_returns = [collections.deque(maxlen=10) for _ in task_set.names]
+        self._collectors: list[Collector] = []
+        self._rollouts: list[Iterator[TensorDictBase]] = []
+
+    def setup(self, stage: str) -> None:
+        """Learns this process's rank once Lightning has started the processes."""
+        self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        # Exploration noise and replay sampling differ per process; the actor itself is
+        # broadcast from rank 0 by DDP.
+        torch.manual_seed(self.seed + self.rank)
+
+    @property
+    def env_steps(self) -> int:
+        """Global env steps: every process steps the same number of envs per iteration."""
+        return self.local_env_steps * self.world_size
+
+    def _task_env_factory(self, task_id: int) -> Callable[[], EnvBase]:
+        """Builds task `task_id`'s envs; picklable (the task set, not this module) for worker processes."""
+        seed = (self.seed + self.rank) * 1_000 + task_id
+        return functools.partial(self.task_set.make_env, task_id, self.envs_per_task, seed=seed)
+
+    @abc.abstractmethod
+    def _collector(self, env: EnvBase, tasks: int) -> Collector:
+        """The collector of `env`, which steps `tasks` tasks' envs at once."""
+
+    def _build_collectors(self) -> None:
+        """Built on first use, once Lightning has moved the policy to its device."""
+        num_tasks = self.task_set.num_tasks
+        if self.parallel_workers:
+            env = ParallelEnv(
+                num_tasks,
+                [self._task_env_factory(task_id) for task_id in range(num_tasks)],
+                num_threads=torch.get_num_threads(),  # ParallelEnv would otherwise reset ours
+            )
+            self._collectors = [self._collector(env, num_tasks)]
+        else:
+            self._collectors = [self._collector(self._task_env_factory(z)(), 1) for z in range(num_tasks)]
+        self._rollouts = [iter(collector) for collector in self._collectors]
+
+    def _collect_rollouts(self, tasks: Sequence[int]) -> list[tuple[list[int], TensorDictBase]]:
+        """One collection of `tasks` with the current policy: (task ids, rollout) pairs, the
+        rollout's leading dims [task, env] (one task each, or every task with parallel workers)."""
+        if not self._collectors:
+            self._build_collectors()
+        if self.parallel_workers:
+            all_tasks = list(range(self.task_set.num_tasks))
+            return [(all_tasks, next(self._rollouts[0]))]  # [task, env, time]: every task at once
+        return [([task_id], next(self._rollouts[task_id]).unsqueeze(0)) for task_id in tasks]
+
+    def _count(self, task_ids: list[int], rollout: TensorDictBase) -> None:
+        """Counts a collection's env steps and records the returns of the episodes it ended."""
+        steps = rollout.numel() // len(task_ids)
+        done = rollout["next", "done"]
+        if done.any():
+            done = done.reshape(len(task_ids), steps)
+            returns = rollout["next", "episode_reward"].reshape(len(task_ids), steps)
+            for row, task_id in enumerate(task_ids):
+                self.recent_returns[task_id].extend(returns[row][done[row]].tolist())
+        for task_id in task_ids:
+            self.task_env_steps[task_id] += steps
+        self.local_env_steps += len(task_ids) * steps
+
+    def teardown(self, stage: str) -> None:
+        """Stops the collectors (and with them any worker processes)."""
+        for collector in self._collectors:
+            collector.shutdown()
+        self._collectors, self._rollouts = [], []
+
+    def mean_recent_return(self) -> float | None:
+        returns = [r for task in self.recent_returns for r in task]
+        return sum(returns) / len(returns) if returns else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, sampler and recent returns; env_steps is global, so any process count can resume."""
+        return {
+            "env_steps": self.env_steps,
+            "world_size": self.world_size,
+            "iterations": self.iterations,
+            "offline_done": self.offline_done,
+            "task_env_steps": list(self.task_env_steps),
+            "sampler": self.sampler.state_dict(),
+            "recent_returns": [list(returns) for returns in self.recent_returns],  # a return weighting reads them
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.local_env_steps = state["env_steps"] // self.world_size
+        self.iterations = state["iterations"]
+        self.offline_done = state.get("offline_done", 0)
+        self.task_env_steps = list(state["task_env_steps"])
+        self.sampler.load_state_dict(state["sampler"])
+        for returns, saved in zip(self.recent_returns, state["recent_returns"]):
+            returns.clear()
+            returns.extend(saved)
+
+
+@gin.configurable(denylist=["task_set", "policy", "seed", "total_env_steps", "offline_updates", "offline_replay"])
+class MultiTaskData(TaskEnvData):
+    """The replay data path: the per-task replay buffers B_z, filled by the collectors of
+    TaskEnvData (under DDP, each process's own), and one update's batch sampled from them.
 
     Args:
         task_set, policy, seed, total_env_steps: supplied by the Experiment.
@@ -154,9 +292,8 @@ class MultiTaskData(L.LightningDataModule):
         offline_updates: int = 0,
         offline_replay: Callable[[str | torch.device], list[TensorDictReplayBuffer]] | None = None,
     ):
-        super().__init__()
+        super().__init__(task_set, policy, seed, total_env_steps, sampler, envs_per_task, parallel_workers)
         for name, value in [
-            ("envs_per_task", envs_per_task),
             ("batch_size", batch_size),
             ("correction_states_per_task", correction_states_per_task),
             ("replay_capacity", replay_capacity),
@@ -164,17 +301,6 @@ class MultiTaskData(L.LightningDataModule):
         ]:
             if value < 1:
                 raise ValueError(f"MultiTaskData.{name} must be >= 1, got {value}")
-        self.task_set = task_set
-        self.policy = policy
-        self.seed = seed
-        self.total_env_steps = total_env_steps
-        self.sampler = sampler(num_tasks=task_set.num_tasks, seed=seed)
-        if parallel_workers and self.sampler.tasks_per_iteration != task_set.num_tasks:
-            raise ValueError(
-                "MultiTaskData.parallel_workers steps every task each iteration: it needs the "
-                f"AllTasks sampler, got {type(self.sampler).__name__}"
-            )
-        self.parallel_workers = parallel_workers
         self.critic_on_every_task = critic_on_every_task
         if critic_on_every_task and batch_size < task_set.num_tasks:
             raise ValueError(
@@ -186,7 +312,6 @@ class MultiTaskData(L.LightningDataModule):
                 f"MultiTaskData.replay_capacity = {replay_capacity} (per task) cannot hold one batch "
                 f"of MultiTaskData.batch_size = {batch_size}: every batch would repeat transitions"
             )
-        self.envs_per_task = envs_per_task
         self.batch_size = batch_size
         self.correction_states_per_task = correction_states_per_task
         self.warmup_env_steps_per_task = warmup_env_steps_per_task
@@ -196,36 +321,12 @@ class MultiTaskData(L.LightningDataModule):
             )
             for _ in task_set.names
         ]
-        self.local_env_steps = 0
-        self.rank, self.world_size = 0, 1
-        self.iterations = 0
-        self.offline_updates, self.offline_done = offline_updates, 0
+        self.offline_updates = offline_updates
         self._offline_replay = offline_replay
         self._offline_buffers: list[TensorDictReplayBuffer] = []
-        self.task_env_steps = [0] * task_set.num_tasks
-        self.recent_returns = [collections.deque(maxlen=10) for _ in task_set.names]
-        self._collectors: list[Collector] = []
-        self._rollouts: list[Iterator[TensorDictBase]] = []
-
-    def setup(self, stage: str) -> None:
-        """Learns this process's rank once Lightning has started the processes."""
-        self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-        # Exploration noise and replay sampling differ per process; the actor itself is
-        # broadcast from rank 0 by DDP.
-        torch.manual_seed(self.seed + self.rank)
-
-    @property
-    def env_steps(self) -> int:
-        """Global env steps: every process steps the same number of envs per iteration."""
-        return self.local_env_steps * self.world_size
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ReplayStream(self), batch_size=None, collate_fn=_keep_as_is)
-
-    def _task_env_factory(self, task_id: int) -> Callable[[], EnvBase]:
-        """Builds task `task_id`'s envs; picklable (the task set, not this module) for worker processes."""
-        seed = (self.seed + self.rank) * 1_000 + task_id
-        return functools.partial(self.task_set.make_env, task_id, self.envs_per_task, seed=seed)
 
     def _collector(self, env: EnvBase, tasks: int) -> Collector:
         return Collector(
@@ -240,36 +341,10 @@ class MultiTaskData(L.LightningDataModule):
             auto_register_policy_transforms=False,  # the actor needs no env transform
         )
 
-    def _build_collectors(self) -> None:
-        """Built on first use, once Lightning has moved the policy to its device."""
-        num_tasks = self.task_set.num_tasks
-        if self.parallel_workers:
-            env = ParallelEnv(
-                num_tasks,
-                [self._task_env_factory(task_id) for task_id in range(num_tasks)],
-                num_threads=torch.get_num_threads(),  # ParallelEnv would otherwise reset ours
-            )
-            self._collectors = [self._collector(env, num_tasks)]
-        else:
-            self._collectors = [self._collector(self._task_env_factory(z)(), 1) for z in range(num_tasks)]
-        self._rollouts = [iter(collector) for collector in self._collectors]
-
     def collect(self, tasks: Sequence[int]) -> None:
         """Steps the envs of `tasks` once with the current policy and stores the transitions."""
-        if not self._collectors:
-            self._build_collectors()
-        if self.parallel_workers:
-            all_tasks = list(range(self.task_set.num_tasks))
-            self._store(all_tasks, next(self._rollouts[0]))  # [task, env, time]: every task at once
-        else:
-            for task_id in tasks:
-                self._store([task_id], next(self._rollouts[task_id]))
-
-    def teardown(self, stage: str) -> None:
-        """Stops the collectors (and with them any worker processes)."""
-        for collector in self._collectors:
-            collector.shutdown()
-        self._collectors, self._rollouts = [], []
+        for task_ids, rollout in self._collect_rollouts(tasks):
+            self._store(task_ids, rollout)
 
     def _store(self, task_ids: list[int], rollout: TensorDictBase) -> None:
         """Adds one collection's transitions to the B_z of `task_ids`, in the order of the
@@ -278,16 +353,9 @@ class MultiTaskData(L.LightningDataModule):
         transitions = rollout.select(*TRANSITION_KEYS).reshape(len(task_ids), -1)
         steps = transitions.shape[1]
         transitions["task_id"] = torch.tensor(task_ids, device=rollout.device).unsqueeze(1).expand(-1, steps)
-        done = rollout["next", "done"]
-        if done.any():
-            done = done.reshape(len(task_ids), steps)
-            returns = rollout["next", "episode_reward"].reshape(len(task_ids), steps)
-            for row, task_id in enumerate(task_ids):
-                self.recent_returns[task_id].extend(returns[row][done[row]].tolist())
         for row, task_id in enumerate(task_ids):
             self.buffers[task_id].extend(transitions[row])
-            self.task_env_steps[task_id] += steps
-        self.local_env_steps += len(task_ids) * steps
+        self._count(task_ids, rollout)
 
     def warm_up(self) -> None:
         """Fills every B_z with random-action steps so every buffer can be sampled."""
@@ -349,22 +417,9 @@ class MultiTaskData(L.LightningDataModule):
         per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration * self.world_size
         return self.offline_updates + max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
 
-    def mean_recent_return(self) -> float | None:
-        returns = [r for task in self.recent_returns for r in task]
-        return sum(returns) / len(returns) if returns else None
-
     def state_dict(self) -> dict[str, Any]:
         """This process's buffers and counters; env_steps is global, so any process count can resume."""
-        return {
-            "env_steps": self.env_steps,
-            "world_size": self.world_size,
-            "iterations": self.iterations,
-            "offline_done": self.offline_done,
-            "task_env_steps": list(self.task_env_steps),
-            "sampler": self.sampler.state_dict(),
-            "buffers": [b.state_dict() for b in self.buffers],
-            "recent_returns": [list(returns) for returns in self.recent_returns],  # a return weighting reads them
-        }
+        return {**super().state_dict(), "buffers": [b.state_dict() for b in self.buffers]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores this process's own buffers: `state` is rank 0's (Lightning's checkpoint file);
@@ -383,13 +438,6 @@ class MultiTaskData(L.LightningDataModule):
         if source > 0:
             own = process_file(Path(self.trainer.ckpt_path), source)
             state = torch.load(own, map_location="cpu", weights_only=False)["MultiTaskData"]  # the run's own file
-        self.local_env_steps = state["env_steps"] // self.world_size
-        self.iterations = state["iterations"]
-        self.offline_done = state.get("offline_done", 0)
-        self.task_env_steps = list(state["task_env_steps"])
-        self.sampler.load_state_dict(state["sampler"])
+        super().load_state_dict(state)
         for buffer, buffer_state in zip(self.buffers, state["buffers"]):
             buffer.load_state_dict(buffer_state)
-        for returns, saved in zip(self.recent_returns, state["recent_returns"]):
-            returns.clear()
-            returns.extend(saved)

@@ -254,10 +254,11 @@ def test_value_baseline_on_all_tasks_at_once_equals_a_loop_over_tasks():
     task_id = torch.arange(NUM_TASKS).unsqueeze(-1).expand(NUM_TASKS, 5)
     observation = _observation(task_id)
     pi_t = sac.policy_snapshot(observation)
-    batched = sac.value_baseline(observation, task_id, pi_t)
+    states = TensorDict({"observation": observation, "task_id": task_id}, batch_size=task_id.shape)
+    batched = sac.value_baseline(states, pi_t)
     assert batched.shape == (NUM_TASKS, 5)
     for z in range(NUM_TASKS):
         q = sac.critic(observation[z], pi_t["action"][z]).min(-1).values
         expected = q - sac.log_alpha[z].exp() * pi_t["log_prob"][z]
         assert torch.allclose(batched[z], expected, atol=1e-6)
-        assert torch.allclose(sac.value_baseline(observation[z], task_id[z], pi_t[z]), expected, atol=1e-6)
+        assert torch.allclose(sac.value_baseline(states[z], pi_t[z]), expected, atol=1e-6)

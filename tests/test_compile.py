@@ -50,7 +50,7 @@ def test_compiled_losses_and_gradients_equal_the_eager_ones_on_a_fixed_batch(bac
             sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
             grads = [p.grad.clone() for p in module.backbone.critic.parameters()]
             pi = module.backbone.policy_snapshot(batch.correction["observation"])
-            baseline = module.backbone.value_baseline(batch.correction["observation"], batch.correction["task_id"], pi)
+            baseline = module.backbone.value_baseline(batch.correction, pi)
             weights = torch.full((4,), 0.25)
             correction = module.correction._loss(module.backbone, module.correction.constraint, batch.correction, baseline, pi,
                                                  weights)

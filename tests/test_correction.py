@@ -99,7 +99,7 @@ def _phase(sac: SAC) -> tuple[TensorDict, TensorDict, TensorDict, torch.Tensor]:
     optimizer.step()
     pi_prime = sac.policy_snapshot(states["observation"])
     assert not torch.equal(pi_t["loc"], pi_prime["loc"]), "the actor step did not move the policy"
-    baseline = sac.value_baseline(states["observation"], states["task_id"], pi_t)
+    baseline = sac.value_baseline(states, pi_t)
     return states, pi_t, pi_prime, baseline
 
 
@@ -120,7 +120,7 @@ def test_divergence_is_the_hand_computed_kl_between_diagonal_gaussians():
     states = _states()
     pi_prime = _hand_pi_prime()
     baseline = torch.zeros(NUM_TASKS, STATES_PER_TASK)
-    _, divergence = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    _, divergence = sac.correction_terms(states, baseline, pi_prime)
     assert divergence.shape == (NUM_TASKS, STATES_PER_TASK)
     assert torch.allclose(divergence, torch.full_like(divergence, HAND_KL), atol=1e-6)
     # The actor-only divergence (no critic pass), which the sized step measures its KL with.
@@ -136,22 +136,20 @@ def test_divergence_is_kl_of_phi_from_pi_prime_not_the_reverse():
          "scale": torch.tensor([1.0, 2.0]).expand(NUM_TASKS, STATES_PER_TASK, 2)},
         batch_size=[NUM_TASKS, STATES_PER_TASK],
     )
-    _, divergence = sac.correction_terms(
-        states["observation"], states["task_id"], torch.zeros(NUM_TASKS, STATES_PER_TASK), pi_prime
-    )
+    _, divergence = sac.correction_terms(states, torch.zeros(NUM_TASKS, STATES_PER_TASK), pi_prime)
     assert torch.allclose(divergence, torch.full_like(divergence, math.log(2.0) + 0.125 - 0.5), atol=1e-6)
 
 
 def test_divergence_is_zero_at_phi_equal_pi_prime_and_torchs_closed_form_elsewhere():
     sac = _sac()
     states, pi_t, pi_prime, baseline = _phase(sac)
-    _, at_pi_prime = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    _, at_pi_prime = sac.correction_terms(states, baseline, pi_prime)
     assert torch.allclose(at_pi_prime, torch.zeros_like(at_pi_prime), atol=1e-6)
 
     # Against the older snapshot pi_t, the divergence is the summed closed-form KL to it.
     loc, scale = sac.actor(states["observation"])
     expected = kl_divergence(Normal(loc, scale), Normal(pi_t["loc"], pi_t["scale"])).sum(-1)
-    _, to_pi_t = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_t)
+    _, to_pi_t = sac.correction_terms(states, baseline, pi_t)
     assert (to_pi_t > 0).all()
     assert torch.allclose(to_pi_t, expected, atol=1e-6)
 
@@ -167,7 +165,7 @@ def test_task_gains_are_the_per_task_mean_advantages_and_gain_their_weighted_sum
     torch.manual_seed(7)
     out = correction_loss(sac, constraint, states, baseline, pi_prime, weights)
     torch.manual_seed(7)
-    advantage, _ = sac.correction_terms(states["observation"], states["task_id"], baseline, pi_prime)
+    advantage, _ = sac.correction_terms(states, baseline, pi_prime)
     assert torch.allclose(out["task_gains"], advantage.mean(-1), atol=1e-6)
     looped = sum(weights[z] * advantage[z].mean() for z in range(NUM_TASKS))
     assert torch.isclose(correction_diagnostics(out, constraint, weights)["gain"], looped, atol=1e-6)
@@ -212,7 +210,7 @@ def test_without_a_snapshot_the_divergence_is_zero_with_the_fisher_as_its_hessia
     # Fisher of a unit Gaussian, the identity: d/dloc (grad . v) = v.
     sac = _sac(_UnitGaussianNetwork(loc=[0.3, -0.2]))
     states = _states()
-    _, divergence = sac.correction_terms(states["observation"], states["task_id"], torch.zeros(NUM_TASKS, STATES_PER_TASK), None)
+    _, divergence = sac.correction_terms(states, torch.zeros(NUM_TASKS, STATES_PER_TASK), None)
     kl = divergence.mean()
     (gradient,) = torch.autograd.grad(kl, [sac.actor[0].loc], create_graph=True)
     assert kl == 0 and torch.equal(gradient, torch.zeros(2))
@@ -294,8 +292,8 @@ def test_advantage_of_pi_t_itself_is_exactly_zero_only_with_shared_noise(shared)
     sac = _sac(shared_correction_noise=shared)
     states = _states()
     pi_t = sac.policy_snapshot(states["observation"])
-    baseline = sac.value_baseline(states["observation"], states["task_id"], pi_t)
-    advantage, _ = sac.correction_terms(states["observation"], states["task_id"], baseline, None, pi_t["noise"])
+    baseline = sac.value_baseline(states, pi_t)
+    advantage, _ = sac.correction_terms(states, baseline, None, pi_t["noise"])
     if shared:
         assert torch.allclose(advantage, torch.zeros_like(advantage), atol=1e-6)
     else:
@@ -312,11 +310,11 @@ def test_advantage_is_read_from_the_chosen_critic():
     states = _states()
     pi_t = sac.policy_snapshot(states["observation"])
     zero = torch.zeros(NUM_TASKS, STATES_PER_TASK)
-    gain, _ = sac.correction_terms(states["observation"], states["task_id"], zero, None, pi_t["noise"])
+    gain, _ = sac.correction_terms(states, zero, None, pi_t["noise"])
     alpha = sac.log_alpha.exp()[states["task_id"]]
     soft = lambda critic: critic(states["observation"], pi_t["action"]).min(-1).values - alpha * pi_t["log_prob"]
     assert torch.allclose(gain, soft(sac.target_critic), atol=1e-5)
     assert not torch.allclose(gain, soft(sac.critic), atol=1e-2)
-    assert torch.allclose(sac.value_baseline(states["observation"], states["task_id"], pi_t), soft(sac.target_critic), atol=1e-5)
+    assert torch.allclose(sac.value_baseline(states, pi_t), soft(sac.target_critic), atol=1e-5)
     with pytest.raises(ValueError, match="advantage_critic"):
         _sac(advantage_critic="twin")

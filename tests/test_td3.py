@@ -40,7 +40,8 @@ def test_correction_divergence_is_the_hand_computed_scaled_squared_distance(sigm
     td3 = _td3(exploration_noise=sigma)
     observation, task_id = _states()
     pi_prime = TensorDict({"action": td3.actor(observation).detach() + torch.tensor([0.2, -0.4])}, batch_size=[5])
-    _, divergence = td3.correction_terms(observation, task_id, torch.zeros(5), pi_prime)
+    states = TensorDict({"observation": observation, "task_id": task_id}, batch_size=[5])
+    _, divergence = td3.correction_terms(states, torch.zeros(5), pi_prime)
     assert torch.allclose(divergence, torch.full((5,), expected), atol=1e-5)
     assert torch.allclose(td3.divergence(observation, pi_prime), torch.full((5,), expected), atol=1e-5)
 
@@ -50,9 +51,10 @@ def test_advantage_uses_the_deterministic_actor_and_is_zero_at_pi_t():
     observation, task_id = _states()
     pi_t = td3.policy_snapshot(observation)
     assert torch.equal(pi_t["action"], td3.actor(observation).detach())
-    baseline = td3.value_baseline(observation, task_id, pi_t)
+    states = TensorDict({"observation": observation, "task_id": task_id}, batch_size=[5])
+    baseline = td3.value_baseline(states, pi_t)
     assert torch.equal(baseline, td3.critic(observation, pi_t["action"]).min(-1).values.detach())
-    advantage, divergence = td3.correction_terms(observation, task_id, baseline, pi_t)
+    advantage, divergence = td3.correction_terms(states, baseline, pi_t)
     assert torch.allclose(advantage, torch.zeros(5), atol=1e-6) and torch.allclose(divergence, torch.zeros(5))
     advantage.sum().backward()  # the advantage is differentiable in the actor only
     assert all(p.grad is not None for p in td3.actor.parameters())

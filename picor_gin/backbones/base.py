@@ -28,12 +28,13 @@ class Backbone(nn.Module, abc.ABC):
     policy: TensorDictModuleBase
     task_stat_names: frozenset[str] = frozenset()
 
-    def __init__(self, gamma: float, target_update_rate: float):
+    def __init__(self, gamma: float, target_update_rate: float | None):
+        """`target_update_rate` None: the backbone has no target networks (PPO)."""
         super().__init__()
         name = type(self).__name__
         if not 0 < gamma < 1:
             raise ValueError(f"{name}.gamma must lie in (0, 1), got {gamma}")
-        if not 0 < target_update_rate <= 1:
+        if target_update_rate is not None and not 0 < target_update_rate <= 1:
             raise ValueError(f"{name}.target_update_rate must lie in (0, 1], got {target_update_rate}")
         self.gamma = gamma
         self.target_update_rate = target_update_rate
@@ -72,16 +73,18 @@ class Backbone(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def value_baseline(
-        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
-    ) -> torch.Tensor:
-        """E_{a'~pi_t}[Q(s, a'; z)] under the current critic: the baseline of A^{pi_t}."""
+    def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
+        """The baseline of A^{pi_t} on the correction states, what pi_t's own actions score:
+        E_{a'~pi_t}[Q(s, a'; z)] under the current critic for SAC and TD3.
+
+        `states` holds "observation" and "task_id"; on-policy data adds what pi_t's rollout
+        recorded there ("action", "action_log_prob", "advantage").
+        """
 
     @abc.abstractmethod
     def correction_terms(
         self,
-        observation: torch.Tensor,
-        task_id: torch.Tensor,
+        states: TensorDictBase,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
         noise: torch.Tensor | None = None,
@@ -94,7 +97,6 @@ class Backbone(nn.Module, abc.ABC):
         `pi_prime` None means phi is pi'_t: the divergence is then taken to the policy's own
         detached outputs (zero, with the Fisher matrix as its Hessian), sparing a snapshot.
         """
-
 
     @abc.abstractmethod
     def divergence(self, observation: torch.Tensor, pi_prime: TensorDictBase) -> torch.Tensor:

@@ -185,26 +185,24 @@ class SAC(Backbone):
         )
 
     @torch.no_grad()
-    def value_baseline(
-        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
-    ) -> torch.Tensor:
-        alpha = self.log_alpha.exp()[task_id]
-        q = self._advantage_critic()(observation, pi_t["action"]).min(-1).values
+    def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
+        alpha = self.log_alpha.exp()[states["task_id"]]
+        q = self._advantage_critic()(states["observation"], pi_t["action"]).min(-1).values
         return q - self.advantage_entropy_coef * alpha * pi_t["log_prob"]
 
     def correction_terms(
         self,
-        observation: torch.Tensor,
-        task_id: torch.Tensor,
+        states: TensorDictBase,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        observation = states["observation"]
         loc, scale = self.actor(observation)
         if noise is None or not self.shared_correction_noise:
             noise = torch.randn_like(loc)
         action, log_prob = tanh_normal_sample(loc, scale, noise)
-        alpha = self.log_alpha.detach().exp()[task_id]
+        alpha = self.log_alpha.detach().exp()[states["task_id"]]
         gain = frozen_q(self._advantage_critic(), observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
         reference = {"loc": loc.detach(), "scale": scale.detach()} if pi_prime is None else pi_prime
         return gain - baseline, _gaussian_kl(loc, scale, reference)

@@ -136,20 +136,18 @@ class TD3(Backbone):
         return TensorDict({"action": self.actor(observation)}, batch_size=observation.shape[:-1])
 
     @torch.no_grad()
-    def value_baseline(
-        self, observation: torch.Tensor, task_id: torch.Tensor, pi_t: TensorDictBase
-    ) -> torch.Tensor:
-        return self.critic(observation, pi_t["action"]).min(-1).values
+    def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
+        return self.critic(states["observation"], pi_t["action"]).min(-1).values
 
     def correction_terms(
         self,
-        observation: torch.Tensor,
-        task_id: torch.Tensor,
+        states: TensorDictBase,
         baseline: torch.Tensor,
         pi_prime: TensorDictBase | None,
         noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The deterministic actor draws no noise; `noise` is unused."""
+        observation = states["observation"]
         action = self.actor(observation)
         gain = frozen_q(self.critic, observation, action).min(-1).values
         reference = action.detach() if pi_prime is None else pi_prime["action"]

@@ -27,7 +27,8 @@ def correction_loss(
     """The loss of eq. (10) and its parts, differentiable in the actor.
 
     Args:
-        states: "observation" [N, M, D] and "task_id" [N, M], drawn from each task's buffer.
+        states: "observation" [N, M, D] and "task_id" [N, M], drawn from each task's buffer
+            (on-policy data: from each task's rollout, with what the rollout recorded).
         baseline: E_{a'~pi_t}[Q(s, a')] on those states, computed before any correction step
             (the advantage is of pi_t, the actor before this update, not of pi'_t).
         pi_prime: snapshot of pi'_t on the same states; None while the actor still is pi'_t
@@ -38,9 +39,7 @@ def correction_loss(
     Returns:
         "loss_correction"; "kl", the mean divergence to pi'_t; "task_gains", g of shape [N].
     """
-    advantage, divergence = backbone.correction_terms(
-        states["observation"], states["task_id"], baseline, pi_prime, noise
-    )
+    advantage, divergence = backbone.correction_terms(states, baseline, pi_prime, noise)
     task_gains = advantage.mean(-1)
     kl = divergence.mean()
     return {

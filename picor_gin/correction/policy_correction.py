@@ -128,7 +128,7 @@ class PolicyCorrection(nn.Module):
             of shape [N]); else nothing.
         """
         weights = self.weights(backbone, recent_return)
-        baseline = backbone.value_baseline(states["observation"], states["task_id"], pi_t)
+        baseline = backbone.value_baseline(states, pi_t)
         problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("noise", None), processes)
         if logging:
             problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
