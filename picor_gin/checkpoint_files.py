@@ -18,6 +18,14 @@ import torch
 
 LAST, PREVIOUS = "last", "previous"
 
+#: Lightning keeps the data module's state under its class name: one per data path.
+DATA_STATE_KEYS = ("MultiTaskData", "RolloutData")
+
+
+def data_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The data module's state in a checkpoint file, whichever data path wrote it."""
+    return next(checkpoint[key] for key in DATA_STATE_KEYS if key in checkpoint)
+
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (e.g. the disk is full); the previous ones are intact."""
@@ -61,13 +69,15 @@ def _check(path: Path) -> dict[str, Any]:
         raise ValueError("missing") from None
     except Exception as error:  # noqa: BLE001  (torch reports truncation and corruption in many types)
         raise ValueError(f"cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from error
-    missing = [key for key in ("state_dict", "MultiTaskData", "epoch", "updates") if key not in checkpoint]
+    missing = [key for key in ("state_dict", "epoch", "updates") if key not in checkpoint]
+    if not any(key in checkpoint for key in DATA_STATE_KEYS):
+        missing.append(" or ".join(DATA_STATE_KEYS))
     if missing:
         raise ValueError(f"lacks {', '.join(missing)} (written by another version of picor-gin?)")
-    env_steps = checkpoint["MultiTaskData"]["env_steps"]
-    for rank in range(1, checkpoint["MultiTaskData"].get("world_size", 1)):
+    env_steps = data_state(checkpoint)["env_steps"]
+    for rank in range(1, data_state(checkpoint).get("world_size", 1)):
         try:
-            replay = _read(process_file(path, rank))["MultiTaskData"]
+            replay = data_state(_read(process_file(path, rank)))
         except Exception as error:  # noqa: BLE001
             raise ValueError(f"its rank-{rank} replay file cannot be read ({type(error).__name__})") from error
         if replay["env_steps"] != env_steps:
@@ -97,6 +107,6 @@ def resumable(dirpath: Path) -> tuple[Path, dict[str, Any], str | None]:
             continue
         note = None
         if problems:
-            note = f"{problems[0]}; resuming from {path} (env step {checkpoint['MultiTaskData']['env_steps']})"
+            note = f"{problems[0]}; resuming from {path} (env step {data_state(checkpoint)['env_steps']})"
         return path, checkpoint, note
     raise UnreadableCheckpoint("no checkpoint to resume from: " + "; ".join(problems))

@@ -221,6 +221,11 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
         returns = [r for task in self.recent_returns for r in task]
         return sum(returns) / len(returns) if returns else None
 
+    def recent_return(self, device: torch.device | str) -> torch.Tensor:
+        """Each task's mean recent training return, [N] (a Batch's `recent_return`); NaN for a
+        task with no finished episode yet."""
+        return torch.tensor([sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=device)
+
     def state_dict(self) -> dict[str, Any]:
         """Counters, sampler and recent returns; env_steps is global, so any process count can resume."""
         return {
@@ -370,10 +375,7 @@ class MultiTaskData(TaskEnvData):
         if self.critic_on_every_task:
             per_task = len(tasks) * self.batch_size // self.task_set.num_tasks  # the task batch's size
             critic = self._from_every_task(per_task, TRANSITION_KEYS).reshape(-1)
-        recent_return = torch.tensor(
-            [sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=correction.device
-        )
-        return Batch(task_batch, correction, recent_return, self.env_steps, critic)
+        return Batch(task_batch, correction, self.recent_return(correction.device), self.env_steps, critic)
 
     def sample_offline(self) -> Batch:
         """An offline-stage batch: `batch_size` transitions of every task's offline buffer, and

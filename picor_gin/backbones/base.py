@@ -61,6 +61,11 @@ class Backbone(nn.Module, abc.ABC):
         """Moves target networks toward the online ones; called once per update, after its
         optimization step."""
 
+    def advantage_estimator(self) -> nn.Module | None:
+        """An on-policy backbone's advantage estimator, which the on-policy data path
+        (`RolloutData`) runs on each rollout; None for a backbone that learns from replay."""
+        return None
+
     def task_stats(self) -> dict[str, torch.Tensor]:
         """Per-task statistics of shape [N] a weighting rule may use (SAC: "alpha")."""
         return {}

@@ -39,7 +39,7 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor) -> Normal:
     return Normal(loc, scale, validate_args=False)
 
 
-def _gaussian_kl(loc: torch.Tensor, scale: torch.Tensor, reference: TensorDictBase | dict) -> torch.Tensor:
+def gaussian_kl(loc: torch.Tensor, scale: torch.Tensor, reference: TensorDictBase | dict) -> torch.Tensor:
     """KL(N(loc, scale) || N(reference)) summed over action dims: exact for the tanh-squashed
     policies too, since tanh is a bijection."""
     return kl_divergence(_normal(loc, scale), _normal(reference["loc"], reference["scale"])).sum(-1)
@@ -56,6 +56,33 @@ def tanh_normal_sample(
     pre_tanh = loc + scale * noise
     log_prob = _normal(loc, scale).log_prob(pre_tanh) - 2 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
     return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+
+def tanh_gaussian_policy(actor: nn.Module, return_log_prob: bool = False) -> ProbabilisticActor:
+    """The acting module of an actor that outputs (loc, scale): a ~ tanh(N(loc, scale)).
+
+    `return_log_prob` records log pi(a|s) beside the action ("action_log_prob"), which an
+    on-policy backbone's ratio needs of its rollout.
+    """
+    return ProbabilisticActor(
+        TensorDictModule(actor, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        return_log_prob=return_log_prob,
+    )
+
+
+@torch.no_grad()
+def tanh_gaussian_snapshot(actor: nn.Module, observation: torch.Tensor) -> TensorDictBase:
+    """A tanh-Gaussian actor's detached outputs on `observation`, with one action drawn and its
+    noise ("noise"), so the draw can be repeated by another policy."""
+    loc, scale = actor(observation)
+    noise = torch.randn_like(loc)
+    action, log_prob = tanh_normal_sample(loc, scale, noise)
+    return TensorDict(
+        {"loc": loc, "scale": scale, "action": action, "log_prob": log_prob, "noise": noise},
+        batch_size=observation.shape[:-1],
+    )
 
 
 @gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
@@ -115,11 +142,7 @@ class SAC(Backbone):
         self.critic = network.critic(obs_dim, action_dim, num_tasks)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((num_tasks,), math.log(initial_alpha)))
-        self.policy = ProbabilisticActor(
-            TensorDictModule(self.actor, in_keys=["observation"], out_keys=["loc", "scale"]),
-            in_keys=["loc", "scale"],
-            distribution_class=TanhNormal,
-        )
+        self.policy = tanh_gaussian_policy(self.actor)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -174,15 +197,8 @@ class SAC(Backbone):
     def _advantage_critic(self) -> nn.Module:
         return self.target_critic if self.advantage_critic == "target" else self.critic
 
-    @torch.no_grad()
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
-        loc, scale = self.actor(observation)
-        noise = torch.randn_like(loc)
-        action, log_prob = tanh_normal_sample(loc, scale, noise)
-        return TensorDict(
-            {"loc": loc, "scale": scale, "action": action, "log_prob": log_prob, "noise": noise},
-            batch_size=observation.shape[:-1],
-        )
+        return tanh_gaussian_snapshot(self.actor, observation)
 
     @torch.no_grad()
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
@@ -205,7 +221,7 @@ class SAC(Backbone):
         alpha = self.log_alpha.detach().exp()[states["task_id"]]
         gain = frozen_q(self._advantage_critic(), observation, action).min(-1).values - self.advantage_entropy_coef * alpha * log_prob
         reference = {"loc": loc.detach(), "scale": scale.detach()} if pi_prime is None else pi_prime
-        return gain - baseline, _gaussian_kl(loc, scale, reference)
+        return gain - baseline, gaussian_kl(loc, scale, reference)
 
     def divergence(self, observation: torch.Tensor, pi_prime: TensorDictBase) -> torch.Tensor:
-        return _gaussian_kl(*self.actor(observation), pi_prime)
+        return gaussian_kl(*self.actor(observation), pi_prime)

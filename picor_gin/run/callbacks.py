@@ -12,19 +12,19 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
-from picor_gin.data import OFFLINE, Batch, MultiTaskData
+from picor_gin.data import OFFLINE, Batch, TaskEnvData
 from picor_gin.run.evaluation import evaluate, headline_metric
 from picor_gin.run.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 from picor_gin.tasks import TaskSet
 
 
 def _env_steps(trainer: L.Trainer) -> int:
-    data: MultiTaskData = trainer.datamodule
+    data: TaskEnvData = trainer.datamodule
     return data.env_steps
 
 
 def _ends_offline_stage(trainer: L.Trainer, batch: Batch) -> bool:
-    data: MultiTaskData = trainer.datamodule
+    data: TaskEnvData = trainer.datamodule
     return batch.stage == OFFLINE and data.offline_done == data.offline_updates
 
 
@@ -135,7 +135,8 @@ class EnvStepCheckpoint(L.Callback):
         problem = None
         if rank > 0:  # this process's replay buffers; rank 0's go into Lightning's file
             try:
-                torch.save({"MultiTaskData": trainer.datamodule.state_dict()}, written)
+                datamodule = trainer.datamodule  # keyed as Lightning keys rank 0's
+                torch.save({type(datamodule).__qualname__: datamodule.state_dict()}, written)
             except OSError as error:
                 problem = error
         try:
@@ -214,7 +215,7 @@ class ThroughputMonitor(L.Callback):
         updates = pl_module.updates  # the module counts its own updates, resumed ones included
         if updates % self.log_every_updates:
             return
-        data: MultiTaskData = trainer.datamodule
+        data: TaskEnvData = trainer.datamodule
         now = time.perf_counter()
         metrics: dict[str, float] = {}
         if self._last is not None:
@@ -268,7 +269,7 @@ class LogFileProgress(L.Callback):
 
     def _print(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now, env_steps, updates = time.perf_counter(), _env_steps(trainer), pl_module.updates
-        data: MultiTaskData = trainer.datamodule
+        data: TaskEnvData = trainer.datamodule
         total = data.total_env_steps
         parts = [f"env steps {env_steps:,}/{total:,} ({100 * env_steps / total:.1f}%)"]
         if data.offline_updates and not env_steps:

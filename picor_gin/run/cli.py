@@ -24,7 +24,7 @@ import torch
 
 import picor_gin  # noqa: F401  (registers the configurables)
 import picor_gin.run.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
-from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, resumable
+from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, data_state, resumable
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.renamed import renamed_problem
 
@@ -143,7 +143,7 @@ def _build(args: argparse.Namespace) -> tuple[Experiment, Run, Path, Path | None
             return experiment, experiment.build(run_dir), run_dir, None
         built = experiment.build(
             run_dir,
-            resumed_env_steps=checkpoint["MultiTaskData"]["env_steps"],
+            resumed_env_steps=data_state(checkpoint)["env_steps"],
             completed_epochs=checkpoint["epoch"],
         )
         _check_compatible(checkpoint, resume_from, built.module)

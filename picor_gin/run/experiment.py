@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gin
 import lightning as L
@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from picor_gin.run import externals
 from picor_gin.run.callbacks import EnvStepCheckpoint, LogFileProgress, PeriodicEvaluation, ThroughputMonitor
-from picor_gin.data import MultiTaskData
+from picor_gin.data import MultiTaskData, TaskEnvData
 from picor_gin.learner import MultiTaskLearner
 from picor_gin.tasks import TaskSet
 
@@ -25,7 +25,7 @@ class Run:
     """Everything one run is made of, built before anything is written to disk."""
 
     module: MultiTaskLearner
-    data: MultiTaskData
+    data: TaskEnvData
     trainer: L.Trainer
     evaluation: PeriodicEvaluation
     checkpoint: EnvStepCheckpoint
@@ -46,6 +46,8 @@ class Experiment:
         checkpoint_every_env_steps: checkpoint interval (also saved at the end); in an offline
             stage (KTM-DRL's), every as many updates and at the stage's end.
         log_every_updates: interval of the training metrics and progress bar.
+        data: the data path's factory: `MultiTaskData` (replay, for SAC and TD3) or
+            `RolloutData` (the current policy's rollouts, for an on-policy backbone: PPO).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Experiment:
         eval_episodes: int = 10,
         checkpoint_every_env_steps: int = 50_000,
         log_every_updates: int = 100,
+        data: Callable[..., TaskEnvData] = MultiTaskData,
     ):
         for param, value in [
             ("total_env_steps", total_env_steps),
@@ -76,6 +79,7 @@ class Experiment:
         self.eval_episodes = eval_episodes
         self.checkpoint_every_env_steps = checkpoint_every_env_steps
         self.log_every_updates = log_every_updates
+        self.data = data
 
     def default_run_dir(self) -> Path:
         return Path("runs") / self.name / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{self.seed}"
@@ -106,13 +110,24 @@ class Experiment:
         # Lightning builds the optimizers inside fit; building them once here checks their
         # bindings before anything is written and records them in the operative config.
         module.configure_optimizers()
-        data = MultiTaskData(
+        advantage = module.backbone.advantage_estimator()
+        on_policy = advantage is not None
+        if on_policy != self.data.on_policy:
+            backbone, data_name = type(module.backbone).__name__, self.data.__name__
+            raise ValueError(
+                f"{backbone} learns from its own policy's rollouts: bind Experiment.data = @RolloutData"
+                if on_policy else
+                f"Experiment.data = {data_name} feeds an on-policy backbone (PPO), and {backbone} learns from "
+                "replay: bind Experiment.data = @MultiTaskData"
+            )
+        data = self.data(
             task_set=self.task_set,
             policy=module.policy,
             seed=self.seed,
             total_env_steps=self.total_env_steps,
             offline_updates=module.objective.offline_updates,
             offline_replay=module.objective.offline_replay,
+            **({"advantage_module": advantage} if on_policy else {}),
         )
         module.gradient_surgery.check(self.task_set.num_tasks)
         if module.gradient_surgery.splits_tasks and data.sampler.tasks_per_iteration < 2:
