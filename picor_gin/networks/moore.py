@@ -14,7 +14,7 @@ from typing import Sequence
 import gin
 import torch
 from torch import nn
-from torchrl.modules import MultiAgentMLP
+from torchrl.modules import MLP
 
 from picor_gin.networks.base import Network, TwinCritic
 from picor_gin.networks.mlp import TaskHeads
@@ -64,16 +64,12 @@ class MooreNet(nn.Module):
     def __init__(self, in_features: int, num_tasks: int, expert_sizes: Sequence[int], num_experts: int):
         super().__init__()
         self.num_tasks, self.num_experts = num_tasks, num_experts
-        # torchrl's MultiAgentMLP with independent parameters is k MLPs run in one vmapped call,
-        # each initialised as nn.Linear is (as the authors' experts, reset by their ParallelLayer).
-        self.experts = MultiAgentMLP(
-            n_agent_inputs=in_features,
-            n_agent_outputs=expert_sizes[-1],
-            n_agents=num_experts,
-            centralized=False,
-            share_params=False,
-            num_cells=list(expert_sizes[:-1]),
-            activation_class=nn.ReLU,
+        # Each expert a torchrl MLP initialised as nn.Linear is, as the authors' (their ParallelLayer
+        # resets each copy). Not torchrl's MultiAgentMLP: frozen_q cannot call its TensorDictParams.
+        self.experts = nn.ModuleList(
+            MLP(in_features=in_features, out_features=expert_sizes[-1], num_cells=list(expert_sizes[:-1]),
+                activation_class=nn.ReLU)
+            for _ in range(num_experts)
         )
         self.task_weights = nn.Linear(num_tasks, num_experts, bias=False)
         nn.init.xavier_uniform_(self.task_weights.weight)  # the authors' task encoder initialisation
@@ -81,8 +77,7 @@ class MooreNet(nn.Module):
     def representations(self, observation: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """The experts' outputs after Gram-Schmidt: [..., k, d], orthonormal per sample."""
         state = torch.cat([observation[..., :-self.num_tasks], *inputs], -1)
-        per_expert = state.unsqueeze(-2).expand(*state.shape[:-1], self.num_experts, state.shape[-1])
-        return gram_schmidt(self.experts(per_expert))
+        return gram_schmidt(torch.stack([expert(state) for expert in self.experts], -2))
 
     def forward(self, observation: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         weights = self.task_weights(observation[..., -self.num_tasks:])  # w_z, [..., k]
