@@ -10,6 +10,7 @@ Importing this package registers every network with gin.
 from picor_gin.networks.base import Network, TwinCritic
 from picor_gin.networks.mlp import MultiHeadMLP, OneHotMLP, TaskHeads
 from picor_gin.networks.moore import MooreNet, MooreNetwork
+from picor_gin.networks.paco import PaCoNet, PaCoNetwork
 from picor_gin.networks.soft_modular import SoftModularNet, SoftModularNetwork
 
-__all__ = ["MooreNet", "MooreNetwork", "MultiHeadMLP", "Network", "OneHotMLP", "SoftModularNet", "SoftModularNetwork", "TaskHeads", "TwinCritic"]
+__all__ = ["MooreNet", "MooreNetwork", "MultiHeadMLP", "Network", "OneHotMLP", "PaCoNet", "PaCoNetwork", "SoftModularNet", "SoftModularNetwork", "TaskHeads", "TwinCritic"]
