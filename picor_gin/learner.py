@@ -139,6 +139,7 @@ class MultiTaskLearner(L.LightningModule):
         for optimizer in phase_optimizers:
             optimizer.step()
         self.backbone.update_targets()
+        self.objective.after_step(self.backbone)
 
         # 2. The correction of the actor, from pi'_t (PiCor: eq. 9 weights, eq. 10).
         correction: dict[str, torch.Tensor] = {}
