@@ -11,9 +11,6 @@ import torch
 from tensordict import TensorDict
 
 from picor_gin.backbones import SAC, TD3
-from picor_gin.correction.constraints import QuadraticPenalty
-from picor_gin.correction.loss import correction_diagnostics, correction_loss
-from picor_gin.correction.weighting import SoftmaxAlphaWeights
 from picor_gin.networks import MooreNet, MooreNetwork, TaskHeads
 from picor_gin.networks.moore import gram_schmidt
 from tests.conftest import REPO
@@ -123,18 +120,16 @@ def test_moore_trains_inside_the_backbone_and_a_checkpoint_round_trip_gives_iden
         assert torch.equal(getattr(restored, name)(observation, action), getattr(backbone, name)(observation, action))
 
 
-def test_picors_correction_through_moore_critics_reaches_the_actor_only():
-    """The correction and SAC's actor loss read the critic through frozen_q's functional call."""
+def test_the_actor_loss_and_the_corrections_advantage_through_moore_critics_reach_the_actor_only():
+    """Both read the critic through frozen_q's functional call, which must leave it out of the graph."""
     sac = _sac(MooreNetwork(expert_sizes=(16, 8), num_experts=3))
     states, _, pi_prime, baseline = _phase(sac)
-    sac.zero_grad(set_to_none=True)
-    constraint = QuadraticPenalty(lam=100.0, c=0.0, gamma=0.99)
-    weights = SoftmaxAlphaWeights()(sac.task_stats(), NUM_TASKS)
-    out = correction_loss(sac, constraint, states, baseline + 10.0, pi_prime, weights)
-    assert correction_diagnostics(out, constraint, weights)["violation"] > 0
-    out["loss_correction"].backward()
-    assert all(p.grad is not None and p.grad.any() for p in sac.actor[0].trunk.parameters())
-    assert all(p.grad is None for p in [*sac.critic.parameters(), *sac.target_critic.parameters()])
+    advantage, _ = sac.correction_terms(states, baseline, pi_prime)
+    for loss in (sac.losses(_batch())["loss_actor"], -advantage.mean()):
+        sac.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        assert all(p.grad is not None and p.grad.any() for p in sac.actor[0].trunk.parameters())
+        assert all(p.grad is None for p in [*sac.critic.parameters(), *sac.target_critic.parameters()])
 
 
 @pytest.mark.parametrize(
