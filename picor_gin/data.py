@@ -49,7 +49,8 @@ class Batch:
 
     Attributes:
         task: transitions of the sampled task(s), batch [B] (the optimization phase's batch).
-        correction: "observation" and "task_id" of M states from every task's buffer, [N, M].
+        correction: "observation" and "task_id" of M states from every task's buffer, [N, M]
+            (on-policy data: (state, action) pairs of every task's rollout, with what it recorded).
         recent_return: each task's mean return over its last training episodes, [N]; NaN for
             a task with no finished episode yet.
         env_steps: global environment steps collected so far.
