@@ -9,7 +9,8 @@
 # The runs use a clone of this repository at the commit in results/paper_benchmarks/COMMIT, in
 # $STUDY_DIR (default: ../picor_study, beside the checkout), so later changes on main never reach
 # a running or resumed run; run folders are under $STUDY_DIR/runs. `run` is re-entrant: the sweep
-# skips finished runs and resumes started ones from their last checkpoint (every 10k env steps).
+# skips finished runs (those already in results/ too) and resumes started ones from their last
+# checkpoint (every 10k env steps).
 # Two runs at a time, one torch thread each, at low priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,13 @@ case "${1:-}" in
   run)
     pinned_code
     mkdir -p "$RUNS"
+    # Runs finished on an earlier machine are in results/: their summary.json makes the sweep skip them.
+    for done in "$RESULTS"/*/seed*/summary.json; do
+      [ -e "$done" ] || continue
+      run=$RUNS/${done#"$RESULTS"/}
+      run=${run%/summary.json}
+      [ -d "$run" ] || { mkdir -p "$run" && cp "$(dirname "$done")"/* "$run"/; }
+    done
     all=(gin_configs/study/mt10_mtsac.gin gin_configs/study/mt10_picor.gin gin_configs/study/mt10_adaX_corX.gin
          gin_configs/study/halfcheetah_mtsac.gin gin_configs/study/halfcheetah_picor.gin
          gin_configs/study/halfcheetah_adaX_corX.gin)
