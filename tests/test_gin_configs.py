@@ -125,3 +125,21 @@ def test_each_study_arm_builds_on_its_benchmark(gin_file, tmp_path):
         solvers = {cls.__name__: cls for cls in (ConstraintSizedStep, PenaltyDescent, TrustRegionProjection)}
         assert len(bound) == 1 and type(built.module.correction.solver) is solvers[bound[0]]
     assert gin.query_parameter("Experiment.name") == gin_file.stem
+
+
+PPO_STUDY_FILES = sorted(p.relative_to(REPO) for p in (REPO / "gin_configs" / "interference_ppo").glob("*.gin"))
+
+
+@pytest.mark.parametrize("gin_file", PPO_STUDY_FILES, ids=str)
+def test_each_ppo_interference_arm_has_the_same_budget_and_the_picor_arms_the_same_dwell(gin_file, tmp_path):
+    from picor_gin.samplers import AllTasks, UniformEveryK
+
+    built = _build(str(gin_file), tmp_path=tmp_path)
+    assert gin.query_parameter("Experiment.total_env_steps") == 160_000
+    assert gin.query_parameter("Experiment.eval_every_env_steps") == 2_000
+    if gin_file.stem == "interference_mtppo":
+        assert isinstance(built.data.sampler, AllTasks) and built.module.correction is None
+    else:
+        assert isinstance(built.data.sampler, UniformEveryK) and built.data.sampler.k == 5
+        assert (built.module.correction is None) == gin_file.stem.endswith("corX")
+    assert gin.query_parameter("Experiment.name") == gin_file.stem
