@@ -9,6 +9,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A run on 2 CPU processes under DDP; 'ddp' is the name users type, and it must allow unused parameters.
+TWO_DDP_PROCESSES = (
+    "--gin_bindings=Trainer.accelerator = 'cpu'",
+    "--gin_bindings=Trainer.devices = 2",
+    "--gin_bindings=Trainer.strategy = 'ddp'",
+)
+
 
 @pytest.fixture(autouse=True)
 def clear_gin():

@@ -22,7 +22,7 @@ from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import AllTasks
 from picor_gin.tasks import PointGoals
 from picor_gin.correction.weighting import UniformWeights
-from tests.conftest import run_cli
+from tests.conftest import TWO_DDP_PROCESSES, run_cli
 from tests.test_learner import _fit, _module
 
 # Three tasks' gradients of a 4-parameter "actor": task 0 and task 2 conflict, task 1 agrees with both.
@@ -207,9 +207,7 @@ def test_two_process_ddp_run_with_upgrad_ends_with_identical_parameters(tmp_path
         "--gin_bindings=MultiTaskData.warmup_env_steps_per_task = 100",
         "--gin_bindings=Experiment.total_env_steps = 1_200",  # warm-up 2 x 4 x 100, then 50 updates of 2 x 4 steps
         "--gin_bindings=Experiment.eval_episodes = 1",
-        "--gin_bindings=Trainer.accelerator = 'cpu'",
-        "--gin_bindings=Trainer.devices = 2",
-        "--gin_bindings=Trainer.strategy = 'ddp'",
+        *TWO_DDP_PROCESSES,
         f"--run_dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

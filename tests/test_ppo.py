@@ -17,7 +17,7 @@ from picor_gin.networks import OneHotMLP
 from picor_gin.rollouts import RolloutData
 from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.tasks import PointGoals
-from tests.conftest import REPO, cli_command, run_cli, run_in_process
+from tests.conftest import REPO, TWO_DDP_PROCESSES, cli_command, run_cli, run_in_process
 
 OBS_DIM, ACTION_DIM, NUM_TASKS = 6, 2, 4
 
@@ -234,9 +234,7 @@ def test_two_process_ddp_picor_ppo_run_stays_in_sync_and_counts_each_process_rol
         "--gin_file=gin_configs/tiny_picor_ppo.gin",
         "--gin_bindings=Experiment.total_env_steps = 3_840",  # 2 iterations x 2 processes x 960
         "--gin_bindings=Experiment.eval_episodes = 1",
-        "--gin_bindings=Trainer.accelerator = 'cpu'",
-        "--gin_bindings=Trainer.devices = 2",
-        "--gin_bindings=Trainer.strategy = 'ddp'",
+        *TWO_DDP_PROCESSES,
         f"--run_dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

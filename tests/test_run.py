@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from picor_gin.run.forgetting import forgetting_history, mean_over_tasks
-from tests.conftest import run_cli, run_in_process
+from tests.conftest import TWO_DDP_PROCESSES, run_cli, run_in_process
 
 SHORT = [
     "--gin_file=gin_configs/tiny_picor.gin",
@@ -215,9 +215,7 @@ def test_two_process_ddp_run_stays_in_sync_counts_globally_and_resumes_each_proc
     result = run_cli(
         "--gin_file=gin_configs/tiny_picor.gin",
         "--gin_bindings=Experiment.total_env_steps = 2_600",
-        "--gin_bindings=Trainer.accelerator = 'cpu'",
-        "--gin_bindings=Trainer.devices = 2",
-        "--gin_bindings=Trainer.strategy = 'ddp'",  # the name users type; it must allow unused parameters
+        *TWO_DDP_PROCESSES,
         f"--run_dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
