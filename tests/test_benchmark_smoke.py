@@ -19,6 +19,7 @@ from tests.conftest import REPO, run_cli
         ("gin_configs/smoke/mt10_picor.gin", 10, True), ("gin_configs/smoke/halfcheetah_picor.gin", 8, False),
         ("gin_configs/smoke/mt10_paco.gin", 10, True), ("gin_configs/smoke/halfcheetah_paco.gin", 8, False),
         ("gin_configs/smoke/mt10_moore.gin", 10, True), ("gin_configs/smoke/halfcheetah_moore.gin", 8, False),
+        ("gin_configs/smoke/mt10_picor_ppo.gin", 10, True),  # the on-policy path and its correction
     ],
 )
 def test_smoke_config_runs_and_writes_one_entry_per_task(tmp_path, gin_file, tasks, has_success):

@@ -228,7 +228,8 @@ def test_mtppo_learns_the_tiny_set_from_its_gin_file(tmp_path):
 
 def test_two_process_ddp_picor_ppo_run_stays_in_sync_and_counts_each_process_rollout(tmp_path):
     """Each process collects its own rollout (4 tasks x 8 envs x 30 steps = 960 env steps) and
-    trains 10 epochs x 8 minibatches on it; DDP all-reduces every update, the correction's too."""
+    trains 10 epochs x 8 minibatches on it; DDP all-reduces every update, the correction's too,
+    and the correction acts (its share of updates is logged every 100 updates)."""
     run_dir = tmp_path / "ddp"
     result = run_cli(
         "--gin_file=gin_configs/tiny_picor_ppo.gin",
@@ -244,3 +245,9 @@ def test_two_process_ddp_picor_ppo_run_stays_in_sync_and_counts_each_process_rol
     assert summary["total_env_steps"] == 3_840 and summary["updates"] == 2 * 80
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert steps[-1] == 3_840
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    shares = [e.value for e in events.Scalars("train/constraint_active_share")]
+    assert shares and max(shares) > 0  # the correction moved the actor on some updates
