@@ -5,6 +5,8 @@
 #   bash scripts/paper_benchmarks_study.sh run       # start, or resume after any stop
 #   bash scripts/paper_benchmarks_study.sh collect   # copy finished runs' small files to results/
 #                                                    (needs this checkout's .venv: scripts/setup.sh)
+#   bash scripts/paper_benchmarks_study.sh report    # print docs/results.md's tables, draw its figures
+#                                                    into docs/figures/<benchmark>/, from results/ alone
 #
 # The runs use a clone of this repository at the commit in results/paper_benchmarks/COMMIT, in
 # $STUDY_DIR (default: ../picor_study, beside the checkout), so later changes on main never reach
@@ -66,8 +68,24 @@ case "${1:-}" in
     # temperatures (scalars.json): kilobytes, no checkpoints. Read with this checkout's code.
     "$REPO/.venv/bin/python" "$REPO/launch/collect.py" "$RUNS" "$RESULTS"
     ;;
+  report)
+    py=$REPO/.venv/bin/python
+    for bench in mt10 halfcheetah; do
+      arms=("$RESULTS/${bench}"_*)
+      [ -e "${arms[0]}" ] || continue
+      echo "## $bench"
+      "$py" launch/report.py "${arms[@]}"
+      "$py" launch/report.py "${arms[@]}" --per_task
+      "$py" launch/report.py "${arms[@]}" --metric average_forgetting
+      if [ "$bench" = mt10 ]; then
+        "$py" launch/report.py "${arms[@]}" --reach 0.1
+        "$py" launch/report.py "${arms[@]}" --reach 0.2
+      fi
+      "$py" launch/plot.py "$RESULTS/${bench}"_*/seed* --out "docs/figures/$bench"
+    done
+    ;;
   *)
-    echo "usage: bash scripts/paper_benchmarks_study.sh run|collect" >&2
+    echo "usage: bash scripts/paper_benchmarks_study.sh run|collect|report" >&2
     exit 2
     ;;
 esac
