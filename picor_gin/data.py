@@ -166,6 +166,13 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
         """Global env steps: every process steps the same number of envs per iteration."""
         return self.local_env_steps * self.world_size
 
+    @property
+    def collection_trained(self) -> bool:
+        """Whether every update of the last collection is done. Evaluations and periodic
+        checkpoints wait for it, so neither lands on env steps the policy has not trained on
+        (replay: each update is its own collection, always True)."""
+        return True
+
     def _task_env_factory(self, task_id: int) -> Callable[[], EnvBase]:
         """Builds task `task_id`'s envs; picklable (the task set, not this module) for worker processes."""
         seed = (self.seed + self.rank) * 1_000 + task_id

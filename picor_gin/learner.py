@@ -121,7 +121,8 @@ class MultiTaskLearner(L.LightningModule):
             self.stage = batch.stage
         states = batch.correction
         if self.correction is not None:
-            # pi_t: the actor *before* this update; the correction's advantage is its, not pi'_t's.
+            # pi_t: the actor *before* this update (PPO: the rollout's policy, read from the rollout);
+            # the correction's advantage is pi_t's, not pi'_t's.
             pi_t = self.backbone.policy_snapshot(states["observation"])
 
         # 1. Optimization phase: the objective's terms, their gradient as the surgery forms it.

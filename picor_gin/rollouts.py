@@ -1,6 +1,6 @@
 """The on-policy data path: every iteration, TorchRL collectors step each task's envs for
 `rollout_env_steps` steps with the current policy, TorchRL's GAE (the backbone's
-`advantage_module`) estimates the advantage on each task's rollout, and the stream hands
+`advantage_estimator()`) estimates the advantage on each task's rollout, and the stream hands
 Lightning `epochs` x `minibatches` minibatches of it, each one update's `Batch`.
 
 Chosen in gin beside the replay path (`MultiTaskData`): `Experiment.data = @RolloutData`.
@@ -103,7 +103,7 @@ class RolloutData(TaskEnvData):
         advantage_module: nn.Module,
         sampler: Callable[..., TaskSampler] = AllTasks,
         envs_per_task: int = 8,
-        rollout_env_steps: int = 125,
+        rollout_env_steps: int = 128,
         epochs: int = 16,
         minibatches: int = 32,
         correction_states_per_task: int = 64,
@@ -190,6 +190,11 @@ class RolloutData(TaskEnvData):
         index = torch.randint(per_task, (num_tasks, self.correction_states_per_task), device=self.rollout.device)
         correction = self.rollout[torch.arange(num_tasks, device=index.device).unsqueeze(1), index]
         return Batch(minibatch, correction, self.recent_return(index.device), self.env_steps)
+
+    @property
+    def collection_trained(self) -> bool:
+        """True at the rollout's last update, before the next rollout is collected."""
+        return self.rollout_updates == self.updates_per_rollout
 
     def total_updates(self) -> int:
         """Updates of the whole run; Lightning counts a resumed run's done ones."""

@@ -188,8 +188,35 @@ def test_what_ppo_or_the_rollout_path_cannot_do_is_refused_in_one_line(tmp_path,
     assert not run_dir.exists()
 
 
-def test_a_run_resumed_mid_rollout_collects_a_fresh_rollout_and_says_so(tmp_path):
-    """Checkpoints every 1_000 env steps fall on the first update of a rollout (960 steps each)."""
+def test_a_rollout_counts_as_trained_only_after_its_last_update():
+    """Evaluations and periodic checkpoints wait for `collection_trained`."""
+    data = _rollout_data(_ppo())  # 2 epochs x 3 minibatches
+    batches = iter(data.train_dataloader())
+    trained = []
+    for _ in range(2 * data.updates_per_rollout):
+        next(batches)
+        trained.append(data.collection_trained)
+    assert trained == [False] * 5 + [True] + [False] * 5 + [True]
+
+
+def test_a_state_taken_mid_rollout_resumes_with_a_fresh_rollout_and_says_so(capsys):
+    data = _rollout_data(_ppo())
+    batches = iter(data.train_dataloader())
+    for _ in range(2):
+        next(batches)
+    state = data.state_dict()
+    assert state["rollout_updates"] == 2
+
+    resumed = _rollout_data(_ppo())
+    resumed.load_state_dict(state)
+    assert "after update 2 of 6 on its rollout" in capsys.readouterr().err
+    next(iter(resumed.train_dataloader()))
+    assert resumed.iterations == 2 and resumed.env_steps == 2 * NUM_TASKS * 2 * 6  # a fresh rollout, not the old one's rest
+    assert resumed.rollout_updates == 1
+
+
+def test_a_periodic_checkpoint_waits_for_the_rollout_end_so_a_resume_loses_no_update(tmp_path):
+    """Checkpoints fall due every 1_000 env steps, inside rollouts of 960 env steps x 80 updates."""
     run_dir = tmp_path / "run"
     args = ["--gin_file=gin_configs/tiny_mtppo.gin", "--gin_bindings=Experiment.checkpoint_every_env_steps = 1_000",
             "--gin_bindings=Experiment.eval_every_env_steps = 960"]
@@ -202,16 +229,15 @@ def test_a_run_resumed_mid_rollout_collects_a_fresh_rollout_and_says_so(tmp_path
     process.kill()
     process.wait()
     saved = torch.load(checkpoint, weights_only=False)
-    state = saved["RolloutData"]
-    assert 0 < state["rollout_updates"] < 80  # taken mid-rollout (10 epochs x 8 minibatches)
+    assert saved["RolloutData"]["rollout_updates"] == 80  # the rollout's last update (10 epochs x 8)
+    assert saved["updates"] % 80 == 0 and saved["RolloutData"]["env_steps"] == 960 * saved["updates"] // 80
 
-    total = state["env_steps"] + 960  # one more rollout
+    total = saved["RolloutData"]["env_steps"] + 960  # one more rollout
     result = run_cli("--resume", str(run_dir), f"--gin_bindings=Experiment.total_env_steps = {total}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "the run goes on with a fresh rollout" in result.stderr
+    assert "fresh rollout" not in result.stderr
     final = torch.load(checkpoint, weights_only=False)
-    assert final["RolloutData"]["env_steps"] == total
-    assert final["updates"] == saved["updates"] + 80  # the fresh rollout's updates, none of the lost ones'
+    assert final["RolloutData"]["env_steps"] == total and final["updates"] == saved["updates"] + 80
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == total
 

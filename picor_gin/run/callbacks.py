@@ -48,7 +48,7 @@ class PeriodicEvaluation(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, batch_idx: int
     ) -> None:
         due = _env_steps(trainer) // self.every_env_steps > max(self.last_env_steps, 0) // self.every_env_steps
-        if due or _ends_offline_stage(trainer, batch):
+        if (due and trainer.datamodule.collection_trained) or _ends_offline_stage(trainer, batch):
             row = self._evaluate(trainer, pl_module)
             if row is not None:
                 headline = row[f"mean_{headline_metric(row)}"]
@@ -162,7 +162,8 @@ class EnvStepCheckpoint(L.Callback):
         if batch.stage == OFFLINE:  # no env steps yet: counted in updates
             due = trainer.datamodule.offline_done % self.every_env_steps == 0 or _ends_offline_stage(trainer, batch)
         else:
-            due = _env_steps(trainer) - self.saved_env_steps >= self.every_env_steps
+            due = (_env_steps(trainer) - self.saved_env_steps >= self.every_env_steps
+                   and trainer.datamodule.collection_trained)
         if due:
             self.save(trainer)
 
