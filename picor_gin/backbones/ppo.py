@@ -45,7 +45,8 @@ class PPO(Backbone):
         critic_coef, entropy_coef: weights of the value loss (squared error to GAE's value target)
             and of the entropy bonus (a one-sample estimate: the tanh-Gaussian has no closed form).
         normalize_advantage_per_task: standardise the advantage within each task's rollout, so
-            tasks of different reward scales weigh alike in a multi-task batch.
+            tasks of different reward scales weigh alike in a multi-task batch; False leaves
+            the advantage as GAE gives it.
     """
 
     def __init__(
