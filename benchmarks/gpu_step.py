@@ -6,7 +6,8 @@
 
 For each gin config it builds the experiment as benchmarks/throughput.py does (its `_build`),
 warms the replay up, samples `--warmup + --updates` batches once (on the device: on CUDA the
-replay lives there, `MultiTaskData.replay_device = 'cuda'`), and times Lightning's
+replay lives there, `MultiTaskData.replay_device = 'cuda'`; an on-policy config, such as
+tiny_picor_ppo, takes the minibatches of fresh rollouts instead), and times Lightning's
 `training_step` on those same batches for each compile mode, every mode starting from the same
 initial parameters: `eager` (no binding), `default` and `reduce-overhead` (CUDA graphs), bound as
 `<learner>.compile_mode = '<mode>'`. Compilation happens in the `--warmup` untimed updates. On
@@ -92,6 +93,18 @@ def main() -> int:
         ).fit(module, train_dataloaders=loader)
         return timer.per_second
 
+    def prepared_batches(data, count: int) -> list:
+        """`count` update batches: replay samples after the warm-up, or (on-policy data) the
+        minibatches of as many rollouts as it takes."""
+        if not data.on_policy:
+            data.warm_up()
+            return [data.sample(data.sampler.tasks(i)) for i in range(count)]
+        batches = []
+        while len(batches) < count:
+            data.collect()
+            batches.extend(data.batches())
+        return batches[:count]
+
     device_bindings = (
         ["Trainer.accelerator = 'gpu'", "Trainer.devices = 1", "MultiTaskData.replay_device = 'cuda'"]
         if cuda else ["Trainer.accelerator = 'cpu'", "Trainer.devices = 1"]
@@ -109,8 +122,7 @@ def main() -> int:
             built = throughput._build(config, bindings)
             data, eager = built.data, built.module
             initial = copy.deepcopy(eager.state_dict())
-            data.warm_up()
-            batches = [data.sample(data.sampler.tasks(i)) for i in range(args.warmup + args.updates)]
+            batches = prepared_batches(data, args.warmup + args.updates)
         except Exception as error:  # noqa: BLE001  (reported in the table; the other configs still run)
             traceback.print_exc()
             message = f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

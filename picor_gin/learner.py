@@ -123,7 +123,7 @@ class MultiTaskLearner(L.LightningModule):
         if self.correction is not None:
             # pi_t: the actor *before* this update (PPO: the rollout's policy, read from the rollout);
             # the correction's advantage is pi_t's, not pi'_t's.
-            pi_t = self.backbone.policy_snapshot(states["observation"])
+            pi_t = self.backbone.pi_t_snapshot(states)
 
         # 1. Optimization phase: the objective's terms, their gradient as the surgery forms it.
         for optimizer in phase_optimizers:
@@ -146,8 +146,11 @@ class MultiTaskLearner(L.LightningModule):
         correction: dict[str, torch.Tensor] = {}
         if self.correction is not None:
             processes = Processes(self.manual_backward, self._any_process, self._mean_over_processes)
+            recent_return = batch.recent_return
+            if self._distributed():
+                recent_return = mean_over_processes_that_have_it(recent_return, self._sum_over_processes)
             correction = self.correction.correct(
-                self.backbone, states, pi_t, batch.recent_return, optimizers[-1], processes, logging_now
+                self.backbone, states, pi_t, recent_return, optimizers[-1], processes, logging_now
             )
 
         self.updates += 1
@@ -166,6 +169,9 @@ class MultiTaskLearner(L.LightningModule):
 
     def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(tensor, reduce_op="mean") if self._distributed() else tensor
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def _log_training(self, batch: Batch, losses: dict[str, torch.Tensor], correction: dict[str, torch.Tensor]) -> None:
         """Writes train/ metrics against global env steps; fails loudly on a non-finite value."""
@@ -220,3 +226,16 @@ class MultiTaskLearner(L.LightningModule):
         cuda_states = checkpoint.get("cuda_rng_state", [])
         if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def mean_over_processes_that_have_it(
+    values: torch.Tensor, sum_over_processes: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Each entry's mean over the processes where it is not NaN (NaN where it is NaN on all).
+
+    Under DDP each process keeps its own episodes' recent returns; pooling them gives every
+    process the same correction weights, as one process with all the episodes would have.
+    """
+    known = ~values.isnan()
+    totals = sum_over_processes(torch.stack([torch.where(known, values, 0.0), known.to(values.dtype)]))
+    return totals[0] / totals[1]

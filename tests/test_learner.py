@@ -13,7 +13,7 @@ from picor_gin.correction.constraints import LagrangePenalty
 from picor_gin.correction.solvers import PenaltyDescent
 from picor_gin.data import MultiTaskData
 from picor_gin.correction.policy_correction import PolicyCorrection
-from picor_gin.learner import MultiTaskLearner
+from picor_gin.learner import MultiTaskLearner, mean_over_processes_that_have_it
 from picor_gin.networks import OneHotMLP
 from picor_gin.samplers import RoundRobin
 from picor_gin.tasks import PointGoals
@@ -125,3 +125,14 @@ def test_a_non_finite_loss_stops_the_run_naming_the_quantity_task_and_step(monke
     monkeypatch.setattr(module, "_losses", nan_critic)  # what training_step calls
     with pytest.raises(FloatingPointError, match=r"train/loss_critic.*env step 160.*training task"):
         _fit(module, batches)
+
+
+def test_ddp_processes_pool_each_tasks_recent_return_over_the_processes_that_have_one():
+    """Two processes' recent returns, [N] each with NaN for a task without a finished episode:
+    the sum over processes is simulated by adding the other process's stacked tensor."""
+    mine = torch.tensor([1.0, float("nan"), 3.0, float("nan")])
+    other = torch.tensor([3.0, 5.0, float("nan"), float("nan")])
+    known = ~other.isnan()
+    other_stacked = torch.stack([torch.where(known, other, 0.0), known.float()])
+    pooled = mean_over_processes_that_have_it(mine, lambda stacked: stacked + other_stacked)
+    assert torch.equal(pooled[:3], torch.tensor([2.0, 5.0, 3.0])) and pooled[3].isnan()

@@ -154,7 +154,8 @@ def test_the_correction_surrogate_on_on_policy_data_is_zero_at_pi_t_and_moves_wi
     data = _rollout_data(ppo)
     batch = next(iter(data.train_dataloader()))
     states = batch.correction
-    pi_t = ppo.policy_snapshot(states["observation"])
+    pi_t = ppo.pi_t_snapshot(states)  # the rollout's policy: read from the states, no forward pass
+    assert torch.equal(pi_t["action_log_prob"], states["action_log_prob"])
     baseline = ppo.value_baseline(states, pi_t)
     assert torch.equal(baseline, states["advantage"].squeeze(-1))
     gain, divergence = ppo.correction_terms(states, baseline, None)

@@ -77,6 +77,12 @@ class Backbone(nn.Module, abc.ABC):
         Holds at least "action"; a stochastic policy adds "log_prob" (logged as entropy).
         """
 
+    def pi_t_snapshot(self, states: TensorDictBase) -> TensorDictBase:
+        """pi_t on the correction states, taken before the update's optimization phase: the
+        `pi_t` that `value_baseline` and the correction read. A snapshot of the actor, unless the
+        states already record pi_t (an on-policy backbone's rollout)."""
+        return self.policy_snapshot(states["observation"])
+
     @abc.abstractmethod
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         """The baseline of A^{pi_t} on the correction states, what pi_t's own actions score:

@@ -110,6 +110,10 @@ class PPO(Backbone):
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
         return tanh_gaussian_snapshot(self.actor, observation)
 
+    def pi_t_snapshot(self, states: TensorDictBase) -> TensorDictBase:
+        """pi_t is the rollout's policy: its actions and log-probabilities are in the states."""
+        return states.select("action", "action_log_prob")
+
     @torch.no_grad()
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         """A^GAE at the rollout's own actions: the surrogate ratio_phi A at phi = pi_t (ratio 1)."""
