@@ -134,13 +134,13 @@ def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     (root / "tiny_mtsac" / "seed0" / "checkpoints").mkdir(parents=True)  # interrupted after a checkpoint
     (root / "tiny_mtsac" / "seed0" / "checkpoints" / "last.ckpt").write_bytes(b"")
     (root / "tiny_mtsac" / "seed1").mkdir(parents=True)  # died before its first checkpoint
-    runs = sweep.plan(["gin_configs/tiny_picor.gin", "gin_configs/tiny_mtsac.gin"], [0, 1], root, ["A.b = 1"])
+    runs = sweep.plan(["gin_configs/tiny_picor.gin", "gin_configs/tiny_mtsac.gin"], [0, 1], root, ["Experiment.eval_episodes = 1"])
     assert [(run.name, run.finished, run.resumable) for run in runs] == [
         ("tiny_picor/seed0", False, False), ("tiny_picor/seed1", True, False),
         ("tiny_mtsac/seed0", False, True), ("tiny_mtsac/seed1", False, False),
     ]
     run_py = str(REPO / "launch" / "run.py")
-    assert runs[0].command() == [sys.executable, run_py, "--gin_file=gin_configs/tiny_picor.gin", "--gin_bindings=A.b = 1",
+    assert runs[0].command() == [sys.executable, run_py, "--gin_file=gin_configs/tiny_picor.gin", "--gin_bindings=Experiment.eval_episodes = 1",
                                  "--gin_bindings=Experiment.seed = 0", f"--run_dir={root / 'tiny_picor' / 'seed0'}"]
     assert runs[1].command() is None
     assert runs[2].command() == runs[2].command(rank=1) == [sys.executable, run_py, f"--resume={root / 'tiny_mtsac' / 'seed0'}"]
@@ -208,6 +208,8 @@ def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_fai
      "bind Trainer.devices to a number"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--gin_bindings", "PolicyCorrection.lamm = 1.0"],
      "doesn't have a parameter named 'lamm'"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--gin_bindings", "PolicyCorrection.lamm = 1.0"],
+     "gin_configs/tiny_picor.gin: Configurable 'PolicyCorrection' doesn't have a parameter named 'lamm'"),
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
     assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2

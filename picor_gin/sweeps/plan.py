@@ -88,6 +88,7 @@ def plan(
     for gin_file in gin_files:
         stem = Path(gin_file).stem
         if not each_task:
+            check_config(gin_file, bindings)
             arms.append((stem, gin_file, tuple(bindings)))
             continue
         for task in subset_source_tasks(gin_file, bindings):
@@ -107,6 +108,19 @@ def _parse(gin_file: str, bindings: Sequence[str]) -> None:
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+
+
+def check_config(gin_file: str, bindings: Sequence[str]) -> None:
+    """Raises ValueError, in gin's words, where launch/run.py would refuse the gin file and
+    bindings (a misspelt name): the sweep says so once, before any run starts."""
+    import gin
+
+    try:
+        _parse(gin_file, bindings)
+    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+        raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
+    finally:
+        gin.clear_config()
 
 
 def subset_source_tasks(gin_file: str, bindings: Sequence[str]) -> list[str]:
