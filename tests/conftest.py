@@ -1,13 +1,20 @@
 """Shared fixtures: gin state is global, so every test starts from a clean slate."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import gin
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test workers on two cores: one torch thread each, in the runs they start too.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # A run on 2 CPU processes under DDP; 'ddp' is the name users type, and it must allow unused parameters.
 TWO_DDP_PROCESSES = (
