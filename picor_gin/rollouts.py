@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gin
 import torch
@@ -141,12 +141,12 @@ class RolloutData(TaskEnvData):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RolloutStream(self), batch_size=None, collate_fn=_keep_as_is)
 
-    def _collector(self, env: EnvBase, tasks: int) -> Collector:
+    def _collector(self, env: EnvBase, task_ids: Sequence[int]) -> Collector:
         device = next(self.policy.parameters()).device
         return Collector(
             env,
             self.policy,
-            frames_per_batch=tasks * self.envs_per_task * self.rollout_env_steps,
+            frames_per_batch=len(task_ids) * self.envs_per_task * self.rollout_env_steps,
             total_frames=-1,
             policy_device=device,
             env_device="cpu",

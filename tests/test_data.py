@@ -233,13 +233,34 @@ def test_offline_stage_comes_first_from_its_own_buffers_at_env_step_zero_and_res
     assert resumed.offline_done == 3 and resumed.env_steps == 160 + 2
 
 
-def test_after_an_offline_stage_the_warm_up_acts_with_the_policy():
-    # A policy that always outputs 0.25: random warm-up actions would be spread over [-1, 1].
+def _constant_policy():
+    """A policy that always outputs 0.25: random warm-up actions would be spread over [-1, 1]."""
     from tensordict.nn import TensorDictModule
 
     linear = torch.nn.Linear(6, 2)
     torch.nn.init.zeros_(linear.weight), torch.nn.init.constant_(linear.bias, 0.25)
-    constant = TensorDictModule(linear, in_keys=["observation"], out_keys=["action"])
+    return TensorDictModule(linear, in_keys=["observation"], out_keys=["action"])
+
+
+@pytest.mark.parametrize("steps_before_the_stop", [40, 10])
+def test_a_resumed_run_takes_only_the_warm_up_steps_it_had_left_at_random(steps_before_the_stop):
+    """Warm-up is 40 steps per task; the resumed data path rebuilds its collectors."""
+    data = _data(policy=_constant_policy())
+    for _ in range(steps_before_the_stop):
+        data.collect([0])
+    resumed = _data(policy=_constant_policy())
+    resumed.load_state_dict(data.state_dict())  # the replay buffers too
+    assert len(resumed.buffers[0]) == steps_before_the_stop
+    for _ in range(35):
+        resumed.collect([0])
+    collected = resumed.buffers[0].storage[steps_before_the_stop:steps_before_the_stop + 35]
+    from_policy = (collected["action"] == 0.25).all(-1).tolist()
+    random_left = 40 - steps_before_the_stop
+    assert from_policy == [False] * random_left + [True] * (35 - random_left)
+
+
+def test_after_an_offline_stage_the_warm_up_acts_with_the_policy():
+    constant = _constant_policy()
     for offline_updates, from_policy in [(0, False), (1, True)]:
         data = _data(policy=constant, offline_updates=offline_updates, offline_replay=_offline_buffers)
         data.warm_up()
