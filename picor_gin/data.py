@@ -227,13 +227,13 @@ class MultiTaskData(L.LightningDataModule):
         seed = (self.seed + self.rank) * 1_000 + task_id
         return functools.partial(self.task_set.make_env, task_id, self.envs_per_task, seed=seed)
 
-    def _collector(self, env: EnvBase, tasks: int) -> Collector:
+    def _collector(self, env: EnvBase, task_ids: Sequence[int]) -> Collector:
         return Collector(
             env,
             self.policy,
-            frames_per_batch=tasks * self.envs_per_task,
+            frames_per_batch=len(task_ids) * self.envs_per_task,
             total_frames=-1,
-            init_random_frames=0 if self.offline_updates else tasks * self.warmup_env_steps_per_task,
+            init_random_frames=0 if self.offline_updates else self._warmup_steps_left(task_ids),
             policy_device=next(self.policy.parameters()).device,
             env_device="cpu",
             storing_device=self.buffers[0].storage.device,
@@ -249,10 +249,15 @@ class MultiTaskData(L.LightningDataModule):
                 [self._task_env_factory(task_id) for task_id in range(num_tasks)],
                 num_threads=torch.get_num_threads(),  # ParallelEnv would otherwise reset ours
             )
-            self._collectors = [self._collector(env, num_tasks)]
+            self._collectors = [self._collector(env, range(num_tasks))]
         else:
-            self._collectors = [self._collector(self._task_env_factory(z)(), 1) for z in range(num_tasks)]
+            self._collectors = [self._collector(self._task_env_factory(z)(), [z]) for z in range(num_tasks)]
         self._rollouts = [iter(collector) for collector in self._collectors]
+
+    def _warmup_steps_left(self, task_ids: Sequence[int]) -> int:
+        """The random-action steps still due on these tasks: the whole warm-up on a fresh run,
+        none on a run resumed after it (a collector counts its random frames from its creation)."""
+        return sum(max(0, self.warmup_env_steps_per_task - self.task_env_steps[z]) for z in task_ids)
 
     def collect(self, tasks: Sequence[int]) -> None:
         """Steps the envs of `tasks` once with the current policy and stores the transitions."""
