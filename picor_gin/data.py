@@ -235,7 +235,8 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
         return torch.tensor([sum(r) / len(r) if r else math.nan for r in self.recent_returns], device=device)
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters, sampler and recent returns; env_steps is global, so any process count can resume."""
+        """Counters, sampler, recent returns and this process's random state; env_steps is global,
+        so any process count can resume."""
         return {
             "env_steps": self.env_steps,
             "world_size": self.world_size,
@@ -244,9 +245,36 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
             "task_env_steps": list(self.task_env_steps),
             "sampler": self.sampler.state_dict(),
             "recent_returns": [list(returns) for returns in self.recent_returns],  # a return weighting reads them
+            # Exploration noise and sampling continue where they stopped, each process its own.
+            "torch_rng_state": torch.get_rng_state(),
+            "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores this process's own state: `state` is rank 0's (Lightning's checkpoint file);
+        process r reads saved process r's file beside it. On another process count, process r
+        continues from saved process r mod (saved count), with its own fresh random state."""
+        saved_world_size = state.get("world_size", 1)
+        source = self.rank % saved_world_size
+        if saved_world_size != self.world_size and self.rank == 0:
+            print(
+                f"note: resuming on {self.world_size} process(es) a run checkpointed on {saved_world_size}: "
+                f"process r continues from the data (replay buffers, counters) of saved process r mod {saved_world_size}"
+                + ("" if self.world_size >= saved_world_size else
+                   f"; those of saved processes {self.world_size}..{saved_world_size - 1} are not used"),
+                file=sys.stderr,
+            )
+        if source > 0:
+            own = process_file(Path(self.trainer.ckpt_path), source)
+            state = torch.load(own, map_location="cpu", weights_only=False)[type(self).__qualname__]  # the run's own file
+        self._restore(state)
+        if saved_world_size == self.world_size and "torch_rng_state" in state:
+            torch.set_rng_state(state["torch_rng_state"])
+            if torch.cuda.is_available() and len(state["cuda_rng_state"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda_rng_state"])
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` saved of one process, its random state aside."""
         self.local_env_steps = state["env_steps"] // self.world_size
         self.iterations = state["iterations"]
         self.offline_done = state.get("offline_done", 0)
@@ -436,23 +464,7 @@ class MultiTaskData(TaskEnvData):
         """This process's buffers and counters; env_steps is global, so any process count can resume."""
         return {**super().state_dict(), "buffers": [b.state_dict() for b in self.buffers]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores this process's own buffers: `state` is rank 0's (Lightning's checkpoint file);
-        process r reads saved process r's replay file beside it. On another process count,
-        process r continues from saved process r mod (saved count)."""
-        saved_world_size = state.get("world_size", 1)
-        source = self.rank % saved_world_size
-        if saved_world_size != self.world_size and self.rank == 0:
-            print(
-                f"note: resuming on {self.world_size} process(es) a run checkpointed on {saved_world_size}: "
-                f"process r continues from the replay buffers of saved process r mod {saved_world_size}"
-                + ("" if self.world_size >= saved_world_size else
-                   f"; those of saved processes {self.world_size}..{saved_world_size - 1} are not used"),
-                file=sys.stderr,
-            )
-        if source > 0:
-            own = process_file(Path(self.trainer.ckpt_path), source)
-            state = torch.load(own, map_location="cpu", weights_only=False)["MultiTaskData"]  # the run's own file
-        super().load_state_dict(state)
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
         for buffer, buffer_state in zip(self.buffers, state["buffers"]):
             buffer.load_state_dict(buffer_state)

@@ -187,13 +187,14 @@ class MultiTaskLearner(L.LightningModule):
         for stat, values in per_task.items():
             for name, value in zip(self.task_names, values.tolist()):
                 metrics[f"train/{stat}/{name}"] = value
-        for key, value in metrics.items():
-            if not math.isfinite(value):
-                task = self.task_names[int(batch.task["task_id"][0])]
-                raise FloatingPointError(
-                    f"non-finite {key} = {value} at env step {batch.env_steps} "
-                    f"(update {self.updates}, training task {task})"
-                )
+        non_finite = [f"non-finite {key} = {value}" for key, value in metrics.items() if not math.isfinite(value)]
+        all_finite = not non_finite
+        if self._distributed():  # every process stops alike: one alone would leave the rest in an all-reduce
+            all_finite = self.trainer.strategy.reduce_boolean_decision(all_finite, all=True)
+        if not all_finite:
+            task = self.task_names[int(batch.task["task_id"][0])]
+            what = non_finite[0] if non_finite else "a non-finite value on another process"
+            raise FloatingPointError(f"{what} at env step {batch.env_steps} (update {self.updates}, training task {task})")
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=batch.env_steps)
 
@@ -213,19 +214,11 @@ class MultiTaskLearner(L.LightningModule):
         checkpoint["stage"] = self.stage
         checkpoint["task_names"] = self.task_names  # what a KTM-DRL student checks its teachers by
         checkpoint["gradient_surgery"] = self.gradient_surgery.state_dict()
-        # Sampling noise continues where it stopped (per process: DDP ranks differ).
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = checkpoint["updates"]
         self.stage = checkpoint.get("stage")
         self.gradient_surgery.load_state_dict(checkpoint.get("gradient_surgery", {}))
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-        cuda_states = checkpoint.get("cuda_rng_state", [])
-        if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def mean_over_processes_that_have_it(

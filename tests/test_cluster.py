@@ -179,3 +179,6 @@ def test_two_node_ddp_run_on_localhost_ends_with_identical_parameters(tmp_path):
     assert len(checksums) == 2 and checksums[0] == checksums[1]  # one update stream over both nodes
     assert summary["total_env_steps"] == 460 and summary["updates"] == 30  # 2 x 4 x 50 warm-up, then 2 x 30
     assert not (run.rank_dir(1) / "summary.json").exists()  # rank 0 alone writes the run folder's results
+    # Every process's checkpoint file is in rank 0's folder, where a requeued job's --resume reads them all.
+    assert (run.run_dir / "checkpoints" / "last.rank1.ckpt").is_file()
+    assert not list(run.rank_dir(1).rglob("*.ckpt"))

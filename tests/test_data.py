@@ -116,8 +116,10 @@ def test_state_dict_round_trip_restores_counters_sampler_buffers_and_recent_retu
     for _ in range(3):
         next(stream)
     state = data.state_dict()
+    noise = torch.rand(3)  # what the run draws next: its exploration noise and replay indices
     restored = _data()
     restored.load_state_dict(state)
+    assert torch.equal(torch.rand(3), noise)
     assert restored.env_steps == data.env_steps and restored.iterations == 3
     # What SoftmaxReturnWeights reads: each task's last episode returns (one 30-step episode each).
     assert [list(r) for r in restored.recent_returns] == [list(r) for r in data.recent_returns]

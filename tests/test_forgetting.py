@@ -79,3 +79,8 @@ def test_the_callback_writes_forgetting_rows_and_rebuilds_its_bests_on_resume(tm
     assert [row["forgetting"] for row in again] == [rows[2]["forgetting"], rows[3]["forgetting"]]
     assert resumed.summary()["average_forgetting"] == pytest.approx(0.15)
     assert resumed.summary()["env_steps"] == 400
+
+    # A resume of the finished run that adds no env step evaluates nothing: its summary is the last row's.
+    finished = callbacks.PeriodicEvaluation(None, 100, 1, seed=0, path=path)
+    finished.load_state_dict({"last_env_steps": 400})
+    assert finished.summary() == resumed.summary()

@@ -43,6 +43,10 @@ class PeriodicEvaluation(L.Callback):
         self.last_row: dict[str, Any] | None = None
         self.bests: dict[str, float] = {}  # each task's best headline metric so far
         self.mean_forgettings: list[float] = []  # one per row of eval.jsonl
+        self.writes_run_folder = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.writes_run_folder = trainer.is_global_zero  # before a resume restores the state below
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, batch_idx: int
@@ -94,12 +98,14 @@ class PeriodicEvaluation(L.Callback):
         """On resume, drops rows written after the checkpoint (they will be evaluated again) and
         rebuilds the per-task bests from the kept ones, so forgetting goes on from them."""
         self.last_env_steps = state_dict["last_env_steps"]
-        if self.path.exists():
+        if self.writes_run_folder and self.path.exists():
             rows = [json.loads(line) for line in self.path.read_text().splitlines()]
             kept = [row for row in rows if row["env_steps"] <= self.last_env_steps]
             self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
             history, self.bests = forgetting_history(kept)
             self.mean_forgettings = [mean_over_tasks(forgetting) for forgetting in history]
+            # A resume that adds no env step evaluates nothing: the summary is the kept last row's.
+            self.last_row = kept[-1] if kept else None
 
 
 class EnvStepCheckpoint(L.Callback):
@@ -116,6 +122,11 @@ class EnvStepCheckpoint(L.Callback):
     @property
     def last_path(self) -> Path:
         return checkpoint_path(self.dirpath)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Every process writes into rank 0's folder, where a resume reads every process's file:
+        on a cluster, process r starts in a folder of its own."""
+        self.dirpath = Path(trainer.strategy.broadcast(str(self.dirpath)))
 
     def save(self, trainer: L.Trainer) -> None:
         """Replaces the last checkpoint, which therefore only ever holds a finite state.
@@ -137,7 +148,7 @@ class EnvStepCheckpoint(L.Callback):
             try:
                 datamodule = trainer.datamodule  # keyed as Lightning keys rank 0's
                 torch.save({type(datamodule).__qualname__: datamodule.state_dict()}, written)
-            except OSError as error:
+            except (OSError, RuntimeError) as error:  # torch.save's full disk is a RuntimeError
                 problem = error
         try:
             # Every process enters it, rank 0 writes, then all meet at its barrier. The full
