@@ -148,6 +148,13 @@ def test_existing_run_folder_without_resume_is_bad_input(short_run):
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+def test_a_run_folder_that_cannot_be_created_is_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("")
+    code, stderr = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
+                                  f"--run_dir={tmp_path / 'a_file' / 'run'}")
+    assert code == 2 and stderr.strip() == f"error: cannot create the run folder {tmp_path / 'a_file' / 'run'}: Not a directory"
+
+
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     import subprocess
     import sys

@@ -177,7 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     creates_run_dir = not run_dir.exists()
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the run folder {run_dir}: {error.strerror}", file=sys.stderr)
+        return 2
     try:
         summary = experiment.run(built, run_dir, resume_from)
     except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
