@@ -454,11 +454,13 @@ class MultiTaskData(TaskEnvData):
         return drawn
 
     def total_iterations(self) -> int:
-        """Iterations of the whole run (the offline stage's, then those after warm-up);
-        Lightning counts a resumed run's done ones."""
-        warmup = self.warmup_env_steps_per_task * self.task_set.num_tasks * self.world_size
+        """Iterations of the whole run (the offline stage's, then those after warm-up): those
+        done, then those left at this process count, which a resume may have changed (Lightning
+        ends the run once it has counted this many, a resumed run's done ones included)."""
+        warmup_left = self._warmup_steps_left(range(self.task_set.num_tasks)) * self.world_size
         per_iteration = self.envs_per_task * self.sampler.tasks_per_iteration * self.world_size
-        return self.offline_updates + max(0, math.ceil((self.total_env_steps - warmup) / per_iteration))
+        left = max(0, math.ceil((self.total_env_steps - self.env_steps - warmup_left) / per_iteration))
+        return self.offline_updates + self.iterations + left
 
     def state_dict(self) -> dict[str, Any]:
         """This process's buffers and counters; env_steps is global, so any process count can resume."""

@@ -197,9 +197,13 @@ class RolloutData(TaskEnvData):
         return self.rollout_updates == self.updates_per_rollout
 
     def total_updates(self) -> int:
-        """Updates of the whole run; Lightning counts a resumed run's done ones."""
+        """Updates of the whole run: the collected rollouts', then those of the rollouts left at
+        this process count, which a resume may have changed (Lightning counts a resumed run's
+        done ones; a rollout cut short by the checkpoint makes this an upper bound, and the
+        stream ends by itself)."""
         per_rollout = self.task_set.num_tasks * self.envs_per_task * self.rollout_env_steps * self.world_size
-        return math.ceil(self.total_env_steps / per_rollout) * self.updates_per_rollout
+        left = max(0, math.ceil((self.total_env_steps - self.env_steps) / per_rollout))
+        return (self.iterations + left) * self.updates_per_rollout
 
     def state_dict(self) -> dict[str, Any]:
         """Counters, sampler and recent returns; the rollout itself is not kept."""

@@ -175,6 +175,23 @@ def test_each_ddp_process_collects_its_own_data_and_steps_count_globally():
     assert not torch.equal(observations[0], observations[2])  # and differs across processes
 
 
+def test_a_run_resumed_on_more_processes_counts_its_iterations_left_at_the_new_rate():
+    """400 env steps, 4 tasks x 40 warm-up, one task's step per iteration and process: 240
+    iterations on one process. Stopped after 3 (163 env steps), resumed on 2 processes (each
+    with the saved process's buffers, warm-up done; 81 env steps each, 162 in all): 3 + 119."""
+    data = _data()
+    assert data.total_iterations() == 240
+    stream = iter(data.train_dataloader())
+    for _ in range(3):
+        next(stream)
+    resumed = _data()
+    resumed.trainer = types.SimpleNamespace(global_rank=0, world_size=2)
+    resumed.setup("fit")
+    resumed.load_state_dict(data.state_dict())
+    assert resumed.env_steps == 162  # 163 // 2 per process: the global count is each process's x 2
+    assert resumed.total_iterations() == 3 + (400 - 162) // 2
+
+
 def test_parallel_workers_step_every_task_at_once_into_its_own_buffer():
     data = _data(sampler=AllTasks, parallel_workers=True)
     try:
