@@ -53,6 +53,16 @@ def test_resume_refuses_an_incompatible_config_in_one_line(terminated_run):
     assert len(lines) == 1 and "incompatible" in lines[0] and "(32,) configured" in lines[0]
 
 
+def test_a_resume_refused_inside_fit_leaves_the_run_folders_config_as_it_was(terminated_run):
+    """A replay device that the storage accepts when built but cannot use: the resume fails
+    before its first update, which is bad input, and a later plain --resume must still work."""
+    run_dir, _, _ = terminated_run
+    config = (run_dir / "config.gin").read_text()
+    result = run_cli("--resume", str(run_dir), "--gin_bindings=MultiTaskData.replay_device = 'cuda:99'")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (run_dir / "config.gin").read_text() == config
+
+
 def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_path, monkeypatch):
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings(

@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     creates_run_dir = not run_dir.exists()
+    config_file = run_dir / "config.gin"
+    resumed_config = None if creates_run_dir else config_file.read_text()
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -194,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if built.trainer.is_global_zero:  # DDP workers fail alike: one line, from rank 0
                 if creates_run_dir:
                     shutil.rmtree(run_dir, ignore_errors=True)
+                else:  # the refused bindings must not stay in the config a later --resume reads
+                    config_file.write_text(resumed_config)
                 print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
             return 2
         if not isinstance(error, CheckpointWriteError):  # that one says all in its line

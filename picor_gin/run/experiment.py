@@ -176,7 +176,8 @@ class Experiment:
     def run(self, built: Run, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
         """Trains to `total_env_steps`, writing the run folder; returns summary.json's content."""
         config = gin.operative_config_str()
-        (run_dir / "config.gin").write_text(config)
+        if built.trainer.is_global_zero:  # DDP workers parse it as they start: one writer
+            (run_dir / "config.gin").write_text(config)
         built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
         summary = {
