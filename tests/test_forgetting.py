@@ -80,7 +80,9 @@ def test_the_callback_writes_forgetting_rows_and_rebuilds_its_bests_on_resume(tm
     assert resumed.summary()["average_forgetting"] == pytest.approx(0.15)
     assert resumed.summary()["env_steps"] == 400
 
-    # A resume of the finished run that adds no env step evaluates nothing: its summary is the last row's.
+    # A resume of the finished run that adds no env step evaluates nothing: its summary is the last
+    # row's. A row cut off mid-write (a full disk) is dropped.
+    path.write_text(path.read_text() + '{"env_steps": 500, "tas')
     finished = callbacks.PeriodicEvaluation(None, 100, 1, seed=0, path=path)
     finished.load_state_dict({"last_env_steps": 400})
     assert finished.summary() == resumed.summary()

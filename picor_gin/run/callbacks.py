@@ -99,7 +99,9 @@ class PeriodicEvaluation(L.Callback):
         rebuilds the per-task bests from the kept ones, so forgetting goes on from them."""
         self.last_env_steps = state_dict["last_env_steps"]
         if self.writes_run_folder and self.path.exists():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines()]
+            # A row is one write ending in a newline: a line without one was cut off (a full disk).
+            lines = [line for line in self.path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+            rows = [json.loads(line) for line in lines]
             kept = [row for row in rows if row["env_steps"] <= self.last_env_steps]
             self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
             history, self.bests = forgetting_history(kept)
