@@ -219,6 +219,8 @@ class MultiTaskLearner(L.LightningModule):
         self.updates = checkpoint["updates"]
         self.stage = checkpoint.get("stage")
         self.gradient_surgery.load_state_dict(checkpoint.get("gradient_surgery", {}))
+        if "torch_rng_state" in checkpoint:  # older checkpoints kept it here; the data path's now does
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
 
 def mean_over_processes_that_have_it(
@@ -226,8 +228,8 @@ def mean_over_processes_that_have_it(
 ) -> torch.Tensor:
     """Each entry's mean over the processes where it is not NaN (NaN where it is NaN on all).
 
-    Under DDP each process keeps its own episodes' recent returns; pooling them gives every
-    process the same correction weights, as one process with all the episodes would have.
+    Under DDP each process keeps its own episodes' recent returns; this mean of the processes'
+    means, each process counting once, gives every process the same correction weights.
     """
     known = ~values.isnan()
     totals = sum_over_processes(torch.stack([torch.where(known, values, 0.0), known.to(values.dtype)]))

@@ -172,3 +172,23 @@ def test_a_replay_capacity_below_the_batch_size_is_refused_naming_both():
     with pytest.raises(ValueError, match=r"replay_capacity = 100 \(per task\) cannot hold one batch of MultiTaskData.batch_size = 256"):
         MultiTaskData(task_set=PointGoals(num_tasks=4), policy=policy, seed=0, total_env_steps=2_000,
                       replay_capacity=100, batch_size=256)
+
+
+def test_a_run_folder_file_rewritten_on_a_full_disk_keeps_its_old_content(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from picor_gin.run.files import replace_text
+
+    config = tmp_path / "config.gin"
+    config.write_text("old\n")
+    write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        write_text(self, text[:2], *args, **kwargs)  # a part lands, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        replace_text(config, "new\n")
+    monkeypatch.undo()
+    assert config.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["config.gin"]

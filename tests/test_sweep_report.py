@@ -306,3 +306,12 @@ def test_the_sweep_and_the_cli_find_the_repositorys_entry_point_and_gin_files():
 
     assert plan.RUN_PY == REPO / "launch" / "run.py" and plan.RUN_PY.is_file()
     assert cli.CONFIG_ROOT == REPO and (cli.CONFIG_ROOT / "gin_configs" / "tiny_picor.gin").is_file()
+
+
+def test_sweep_refuses_a_gin_file_whose_include_is_missing_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("include 'gin_configs/nope.gin'\n")
+    assert sweep.main(["--gin_files", str(bad), "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: ") and "nope.gin" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "sweep").exists()

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
 from picor_gin.data import OFFLINE, Batch, TaskEnvData
 from picor_gin.run.evaluation import evaluate, headline_metric
+from picor_gin.run.files import replace_text
 from picor_gin.run.forgetting import forgetting_history, forgetting_step, mean_over_tasks
 from picor_gin.tasks import TaskSet
 
@@ -103,7 +104,7 @@ class PeriodicEvaluation(L.Callback):
             lines = [line for line in self.path.read_text().splitlines(keepends=True) if line.endswith("\n")]
             rows = [json.loads(line) for line in lines]
             kept = [row for row in rows if row["env_steps"] <= self.last_env_steps]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            replace_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
             history, self.bests = forgetting_history(kept)
             self.mean_forgettings = [mean_over_tasks(forgetting) for forgetting in history]
             # A resume that adds no env step evaluates nothing: the summary is the kept last row's.

@@ -26,6 +26,7 @@ import picor_gin  # noqa: F401  (registers the configurables)
 import picor_gin.run.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
 from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, data_state, resumable
 from picor_gin.run.experiment import Experiment, Run
+from picor_gin.run.files import replace_text
 from picor_gin.run.renamed import renamed_problem
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding gin_configs/
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if creates_run_dir:
                     shutil.rmtree(run_dir, ignore_errors=True)
                 else:  # the refused bindings must not stay in the config a later --resume reads
-                    config_file.write_text(resumed_config)
+                    replace_text(config_file, resumed_config)
                 print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
             return 2
         if not isinstance(error, CheckpointWriteError):  # that one says all in its line

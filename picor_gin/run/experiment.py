@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from picor_gin.run import externals
 from picor_gin.run.callbacks import EnvStepCheckpoint, LogFileProgress, PeriodicEvaluation, ThroughputMonitor
+from picor_gin.run.files import replace_text
 from picor_gin.data import MultiTaskData, TaskEnvData
 from picor_gin.learner import MultiTaskLearner
 from picor_gin.tasks import TaskSet
@@ -177,7 +178,7 @@ class Experiment:
         """Trains to `total_env_steps`, writing the run folder; returns summary.json's content."""
         config = gin.operative_config_str()
         if built.trainer.is_global_zero:  # DDP workers parse it as they start: one writer
-            (run_dir / "config.gin").write_text(config)
+            replace_text(run_dir / "config.gin", config)
         built.trainer.logger.experiment.add_text("config", "```\n" + config + "\n```")
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from)
         summary = {

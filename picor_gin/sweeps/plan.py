@@ -117,7 +117,7 @@ def check_config(gin_file: str, bindings: Sequence[str]) -> None:
 
     try:
         _parse(gin_file, bindings)
-    except (ValueError, TypeError, SyntaxError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001  (gin's parse errors, a missing include's OSError)
         raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
     finally:
         gin.clear_config()
