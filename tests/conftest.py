@@ -12,7 +12,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two test workers on two cores: one torch thread each, in the runs they start too.
+    # One test worker per core (`-n auto`): one torch thread each, in the runs they start too.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 

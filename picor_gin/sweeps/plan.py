@@ -3,11 +3,12 @@ progress line, shared by every backend: local subprocesses and submitit jobs (lo
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from picor_gin.checkpoint_files import has_checkpoint
 
@@ -99,54 +100,54 @@ def plan(
     ]
 
 
-def _parse(gin_file: str, bindings: Sequence[str]) -> None:
-    """Parses a run's gin file and bindings as launch/run.py would (every configurable registered)."""
+@contextlib.contextmanager
+def _parsed(gin_file: str, bindings: Sequence[str]) -> Iterator[None]:
+    """Parses a run's gin file and bindings as launch/run.py would (every configurable
+    registered), for the block to query; clears gin after it. A config launch/run.py would
+    refuse (a misspelt name, a missing include) raises ValueError, in gin's words."""
     import gin
 
     import picor_gin.run.cli  # noqa: F401  (registers every configurable launch/run.py knows)
 
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+    try:
+        try:
+            gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
+        except Exception as error:  # noqa: BLE001  (gin's parse errors, a missing include's OSError)
+            raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
+        yield
+    finally:
+        gin.clear_config()
 
 
 def check_config(gin_file: str, bindings: Sequence[str]) -> None:
-    """Raises ValueError, in gin's words, where launch/run.py would refuse the gin file and
-    bindings (a misspelt name): the sweep says so once, before any run starts."""
-    import gin
-
-    try:
-        _parse(gin_file, bindings)
-    except Exception as error:  # noqa: BLE001  (gin's parse errors, a missing include's OSError)
-        raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
-    finally:
-        gin.clear_config()
+    """Raises ValueError where launch/run.py would refuse the gin file and bindings: the sweep
+    says so once, before any run starts."""
+    with _parsed(gin_file, bindings):
+        pass
 
 
 def subset_source_tasks(gin_file: str, bindings: Sequence[str]) -> list[str]:
     """The task names of the full set a gin file's `TaskSubset` draws from (built, with gin)."""
     import gin
 
-    try:
-        _parse(gin_file, bindings)
+    with _parsed(gin_file, bindings):
         try:
             source = gin.query_parameter("TaskSubset.task_set")
         except ValueError:
             raise ValueError(f"{gin_file} binds no TaskSubset.task_set, so it has no tasks to sweep one by one") from None
         return list(source.scoped_configurable_fn().names)
-    finally:
-        gin.clear_config()
 
 
 def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
     """What each of `names` ('Configurable.param') is in a run of `gin_file` with `bindings`: the
     bound value, else the constructor's default; read with gin, which builds nothing. Raises
-    gin's ValueError (and the like) for a config that launch/run.py would refuse."""
+    ValueError for a config that launch/run.py would refuse."""
     import gin
 
-    try:
-        _parse(gin_file, bindings)
-        values = {}
+    values = {}
+    with _parsed(gin_file, bindings):
         for name in names:
             try:
                 values[name] = gin.query_parameter(name)
@@ -154,8 +155,6 @@ def bound_parameters(gin_file: str, bindings: Sequence[str], names: Sequence[str
                 configurable, parameter = name.rsplit(".", 1)
                 constructor = inspect.unwrap(gin.get_configurable(configurable).__init__)
                 values[name] = inspect.signature(constructor).parameters[parameter].default
-    finally:
-        gin.clear_config()
     return values
 
 
