@@ -179,7 +179,7 @@ class MultiTaskLearner(L.LightningModule):
         per_task = {k: v for k, v in terms.items() if v.ndim == 1}  # the weights, an aggregator's task weights
         metrics = {f"train/{k}": v.item() for k, v in terms.items() if k not in per_task}
         if self.correction is not None:
-            metrics["train/constraint_active_share"] = self.correction.active_share(self.log_every_updates)
+            metrics["train/constraint_active_share"] = self.correction.active_share()
         per_task.update(self.backbone.task_stats())
         snapshot = self.backbone.policy_snapshot(batch.correction["observation"])
         if "log_prob" in snapshot.keys():

@@ -12,6 +12,8 @@ from torch.distributions import Normal, kl_divergence
 from picor_gin.backbones import SAC
 from picor_gin.correction.constraints import QuadraticPenalty
 from picor_gin.correction.loss import correction_diagnostics, correction_loss
+from picor_gin.correction.policy_correction import PolicyCorrection, Processes
+from picor_gin.correction.solvers import CorrectionSolver
 from picor_gin.networks import Network, OneHotMLP, TwinCritic
 from picor_gin.correction.weighting import SoftmaxAlphaWeights
 
@@ -318,3 +320,32 @@ def test_advantage_is_read_from_the_chosen_critic():
     assert torch.allclose(sac.value_baseline(states, pi_t), soft(sac.target_critic), atol=1e-5)
     with pytest.raises(ValueError, match="advantage_critic"):
         _sac(advantage_critic="twin")
+
+
+# --- the logged share of updates the correction moved the actor -------------------------------
+
+
+class _ScriptedSolver(CorrectionSolver):
+    """Reports 'moved' from a script, one entry per update, and leaves the actor alone."""
+
+    def __init__(self, moved: list[bool]):
+        self.moved = iter(moved)
+
+    def solve(self, problem, steps):
+        return {}, torch.tensor(float(next(self.moved)))
+
+
+def test_active_share_is_over_the_updates_since_the_last_log_however_many_they_were():
+    sac = _sac()
+    correction = PolicyCorrection(sac, solver=_ScriptedSolver([True, False, True, False, True, True]))
+    states = _states()
+    pi_t = sac.policy_snapshot(states["observation"])
+    processes = Processes(backward=lambda loss: loss.backward(), any_process=bool, mean_over_processes=lambda t: t)
+    correct = lambda: correction.correct(sac, states, pi_t, torch.zeros(NUM_TASKS), None, processes, logging=False)
+    for _ in range(4):
+        correct()
+    assert correction.active_share() == pytest.approx(2 / 4)
+    # A window cut short (the first log after a resume) is still a share of its own updates.
+    for _ in range(2):
+        correct()
+    assert correction.active_share() == pytest.approx(2 / 2)

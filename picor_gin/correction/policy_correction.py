@@ -90,8 +90,10 @@ class PolicyCorrection(nn.Module):
         self.steps = steps
         self.optimizer_factory = optimizer
         self._loss = correction_loss
-        # Updates whose correction moved the actor, since the last log (accumulated on the device).
+        # Updates whose correction moved the actor (accumulated on the device), and all corrected
+        # updates, since the last log: counted here, so a window cut by a resume is still a share.
         self.register_buffer("_active_updates", torch.zeros(()), persistent=False)
+        self._corrected_updates = 0
 
     def compile_loss(self, mode: str) -> None:
         """Compiles eq. (10)'s loss with torch.compile, unless the solver differentiates through
@@ -134,6 +136,7 @@ class PolicyCorrection(nn.Module):
             problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
         terms, moved = self.solver.solve(problem, self.steps)
         self._active_updates += moved
+        self._corrected_updates += 1
         if not logging:
             return {}
         diagnostics = correction_diagnostics(terms, self.constraint, weights)
@@ -143,10 +146,11 @@ class PolicyCorrection(nn.Module):
         diagnostics.update(self.constraint.diagnostics())
         return {**diagnostics, "weight": weights}
 
-    def active_share(self, updates: int) -> float:
-        """The share of the last `updates` updates whose correction moved the actor; restarts the count."""
-        share = self._active_updates.item() / updates
+    def active_share(self) -> float:
+        """The share of the updates since the last call whose correction moved the actor; restarts the count."""
+        share = self._active_updates.item() / max(self._corrected_updates, 1)
         self._active_updates.zero_()
+        self._corrected_updates = 0
         return share
 
     def _problem(
