@@ -3,6 +3,7 @@ history, and PeriodicEvaluation writing it to eval.jsonl and carrying it across 
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -38,6 +39,16 @@ def test_forgetting_is_the_drop_below_each_tasks_best_so_far():
     # One step from the bests of the first three rows gives the fourth row's forgetting.
     step, _ = forgetting_step(forgetting_history(_history()[:3])[1], _history()[3])
     assert step == pytest.approx({"a": 0.0, "b": 0.6})
+
+
+def test_a_diverged_evaluation_has_unknown_forgetting_and_leaves_the_later_ones_intact():
+    nan = float("nan")
+    rows = [_row({"a": nan, "b": 0.6}), _row({"a": 0.4, "b": nan}), _row({"a": 0.1, "b": 0.2})]
+    history, bests = forgetting_history(rows)
+    assert math.isnan(history[0]["a"]) and history[0]["b"] == 0.0
+    assert history[1]["a"] == 0.0 and math.isnan(history[1]["b"])
+    assert history[2] == pytest.approx({"a": 0.3, "b": 0.4})
+    assert bests == pytest.approx({"a": 0.4, "b": 0.6})
 
 
 def test_forgetting_follows_the_success_rate_where_the_task_set_has_one():

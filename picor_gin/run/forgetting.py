@@ -8,6 +8,7 @@ resumes and plots rebuild it from the rows with the same functions.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 from picor_gin.run.evaluation import headline_metric
@@ -25,8 +26,15 @@ def forgetting_step(bests: dict[str, float], row: dict[str, Any]) -> tuple[dict[
     """
     metric = headline_metric(row)
     scores = {name: result[metric] for name, result in row["tasks"].items()}
-    updated = {name: max(bests.get(name, score), score) for name, score in scores.items()}
+    updated = {name: _best(bests.get(name), score) for name, score in scores.items()}
     return {name: updated[name] - score for name, score in scores.items()}, updated
+
+
+def _best(best: float | None, score: float) -> float:
+    """The larger of the two, where a non-finite score (a diverged evaluation) is no best: its
+    own forgetting is unknown (NaN), and it does not poison the later evaluations'."""
+    finite = [value for value in (best, score) if value is not None and math.isfinite(value)]
+    return max(finite) if finite else score
 
 
 def forgetting_history(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, float]], dict[str, float]]:
