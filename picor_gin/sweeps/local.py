@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from picor_gin.sweeps.plan import PlannedRun, print_event, progress_line
+from picor_gin.sweeps.plan import PlannedRun, print_event, progress_line, say
 
 
 def run_logged(command: list[str], log_path: Path, env: dict[str, str] | None = None,
@@ -43,7 +43,7 @@ class _Tally:
     def set(self, run: PlannedRun, state: str) -> None:
         with self._lock:
             self._states[run.name] = state
-            print(progress_line(self._states.values()), flush=True)
+            say(progress_line(self._states.values()))
 
 
 def run_locally(runs: Sequence[PlannedRun], parallel: int) -> list[tuple[PlannedRun, str]]:

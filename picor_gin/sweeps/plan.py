@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import inspect
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -184,6 +185,16 @@ def progress_line(states: Iterable[str]) -> str:
     return f"progress: {counts['done']}/{total} done, " + ", ".join(f"{counts[s]} {s}" for s in STATES[1:])
 
 
+_PRINTING = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Prints one whole line: the local backend's threads print at once, and print() writes the
+    text and its newline separately, so unguarded lines interleave."""
+    with _PRINTING:
+        print(line, flush=True)
+
+
 def print_event(event: str, run: PlannedRun, detail: str = "") -> None:
     """One line per run event: 'start   tiny_mtsac/seed0', 'FAILED  ...: exit 1, log ...'."""
-    print(f"{event:<7}{run.name}{': ' + detail if detail else ''}", flush=True)
+    say(f"{event:<7}{run.name}{': ' + detail if detail else ''}")

@@ -24,7 +24,7 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 from picor_gin.sweeps.local import run_logged, threads_per_run
-from picor_gin.sweeps.plan import PlannedRun, bound_parameters, print_event, progress_line
+from picor_gin.sweeps.plan import PlannedRun, bound_parameters, print_event, progress_line, say
 
 
 def minutes(slurm_time: str) -> int:
@@ -207,7 +207,7 @@ def follow(submitted: Sequence[tuple[PlannedRun, submitit.Job]], poll_s: float) 
                     print_event("done", run, f"job {job.job_id}")
             states[run.name] = state
         if changed:
-            print(progress_line(states.values()), flush=True)
+            say(progress_line(states.values()))
         if all(state in ("done", "failed") for state in states.values()):
             break
         time.sleep(poll_s)
