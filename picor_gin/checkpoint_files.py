@@ -3,6 +3,10 @@ process beyond rank 0, and the choice of the one a resumed run starts from.
 
     last.ckpt, last.rank<r>.ckpt          the newest checkpoint (rank 0's buffers are inside it)
     previous.ckpt, previous.rank<r>.ckpt  the one before, the fallback when the newest cannot be read
+    writing.ckpt, writing.rank<r>.ckpt    one being written, renamed to last once complete
+
+Each process renames its own files, so a crash can leave rank 0's `last` one checkpoint ahead of
+(or behind) rank r's; rank r's replay file is therefore found by its env step, not by its name.
 
 Lightning writes one checkpoint file from rank 0 and has no sharded format for DDP's per-process
 state (its sharded checkpoints are FSDP's and DeepSpeed's), so the other processes' replay
@@ -16,7 +20,7 @@ from typing import Any
 
 import torch
 
-LAST, PREVIOUS = "last", "previous"
+LAST, PREVIOUS, WRITING = "last", "previous", "writing"
 
 #: Lightning keeps the data module's state under its class name: one per data path.
 DATA_STATE_KEYS = ("MultiTaskData", "RolloutData")
@@ -40,9 +44,29 @@ def checkpoint_path(dirpath: Path, name: str = LAST, rank: int = 0) -> Path:
     return Path(dirpath) / (f"{name}.ckpt" if rank == 0 else f"{name}.rank{rank}.ckpt")
 
 
-def process_file(checkpoint: Path, rank: int) -> Path:
-    """Process `rank`'s replay file beside the checkpoint file `checkpoint` (rank 0's)."""
-    return checkpoint_path(checkpoint.parent, checkpoint.name.removesuffix(".ckpt"), rank)
+def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
+    """Process `rank`'s replay file of env step `env_steps`, the step of the checkpoint file
+    `checkpoint` (rank 0's): the one of the same name, or, after a crash between two processes'
+    renames, the one under another name.
+
+    Raises:
+        ValueError: saying which step each candidate holds.
+    """
+    own = checkpoint.name.removesuffix(".ckpt")
+    found = []
+    for name in dict.fromkeys((own, LAST, PREVIOUS, WRITING)):
+        candidate = checkpoint_path(checkpoint.parent, name, rank)
+        if not candidate.is_file():
+            continue
+        try:
+            candidate_steps = data_state(_read(candidate))["env_steps"]
+        except Exception as error:  # noqa: BLE001  (torch reports truncation and corruption in many types)
+            found.append(f"{candidate.name} cannot be read ({type(error).__name__})")
+            continue
+        if candidate_steps == env_steps:
+            return candidate
+        found.append(f"{candidate.name} is of env step {candidate_steps}")
+    raise ValueError(f"no rank-{rank} replay file of env step {env_steps} ({'; '.join(found) or 'none found'})")
 
 
 def promote(written: Path, dirpath: Path, rank: int) -> None:
@@ -76,12 +100,7 @@ def _check(path: Path) -> dict[str, Any]:
         raise ValueError(f"lacks {', '.join(missing)} (written by another version of picor-gin?)")
     env_steps = data_state(checkpoint)["env_steps"]
     for rank in range(1, data_state(checkpoint).get("world_size", 1)):
-        try:
-            replay = data_state(_read(process_file(path, rank)))
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"its rank-{rank} replay file cannot be read ({type(error).__name__})") from error
-        if replay["env_steps"] != env_steps:
-            raise ValueError(f"its rank-{rank} replay file is of env step {replay['env_steps']}, not {env_steps}")
+        process_file(path, rank, env_steps)
     return checkpoint
 
 

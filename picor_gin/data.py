@@ -265,7 +265,7 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
                 file=sys.stderr,
             )
         if source > 0:
-            own = process_file(Path(self.trainer.ckpt_path), source)
+            own = process_file(Path(self.trainer.ckpt_path), source, state["env_steps"])
             state = torch.load(own, map_location="cpu", weights_only=False)[type(self).__qualname__]  # the run's own file
         self._restore(state)
         if saved_world_size == self.world_size and "torch_rng_state" in state:

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from picor_gin.checkpoint_files import CheckpointWriteError, checkpoint_path, promote
+from picor_gin.checkpoint_files import WRITING, CheckpointWriteError, checkpoint_path, promote
 from picor_gin.data import OFFLINE, Batch, TaskEnvData
 from picor_gin.run.evaluation import evaluate, headline_metric
 from picor_gin.run.files import replace_text
@@ -145,7 +145,7 @@ class EnvStepCheckpoint(L.Callback):
                     f"the state of env step {self.saved_env_steps}"
                 )
         rank = trainer.global_rank
-        written = checkpoint_path(self.dirpath, "writing", rank)
+        written = checkpoint_path(self.dirpath, WRITING, rank)
         problem = None
         if rank > 0:  # this process's replay buffers; rank 0's go into Lightning's file
             try:
@@ -156,7 +156,7 @@ class EnvStepCheckpoint(L.Callback):
         try:
             # Every process enters it, rank 0 writes, then all meet at its barrier. The full
             # state (optimizers, buffers), said so: no notice.
-            trainer.save_checkpoint(checkpoint_path(self.dirpath, "writing"), weights_only=False)
+            trainer.save_checkpoint(checkpoint_path(self.dirpath, WRITING), weights_only=False)
         except OSError as error:
             problem = error
             trainer.strategy.barrier()  # rank 0 failed before the barrier the others wait in
