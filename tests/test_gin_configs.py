@@ -143,3 +143,36 @@ def test_each_ppo_interference_arm_has_the_same_budget_and_the_picor_arms_the_sa
         assert isinstance(built.data.sampler, UniformEveryK) and built.data.sampler.k == 5
         assert (built.module.correction is None) == gin_file.stem.endswith("corX")
     assert gin.query_parameter("Experiment.name") == gin_file.stem
+
+
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# A binding as the docs write one: `SAC.network = ...`, `correction/Adam.lr = ...`.
+DOC_BINDING = re.compile(r"(?<![\w.])((?:\w+/)*[A-Z]\w+)\.([a-z_]\w*) ?= ")
+
+
+def _doc_bindings() -> dict[str, str]:
+    """Each configurable.parameter a doc binds, with the first doc that does; the renamed names
+    that docs/running.md lists are left out (they are meant to be refused)."""
+    from picor_gin.run.renamed import RENAMED
+    found: dict[str, str] = {}
+    for doc in DOC_FILES:
+        for match in DOC_BINDING.finditer(doc.read_text()):
+            selector = f"{match[1]}.{match[2]}"
+            if selector not in RENAMED and match[1] not in RENAMED:
+                found.setdefault(selector, doc.name)
+    return found
+
+
+def test_every_binding_the_docs_show_names_a_real_configurable_and_parameter():
+    import picor_gin.run.cli  # noqa: F401  (registers what launch/run.py registers: TorchJD's aggregators too)
+    bindings = _doc_bindings()
+    assert len(bindings) > 40, "the pattern no longer finds the docs' bindings"
+    wrong = []
+    for selector, doc in bindings.items():
+        try:
+            with gin.unlock_config():
+                gin.parse_config(f"{selector} = None")
+        except ValueError as error:
+            wrong.append(f"{doc}: {selector}: {str(error).splitlines()[0]}")
+        gin.clear_config()
+    assert not wrong, "\n".join(wrong)
