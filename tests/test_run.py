@@ -64,6 +64,7 @@ def test_output_to_a_file_is_a_progress_line_per_interval_not_a_bar_per_update(s
     assert "\r" not in result.stdout and "it/s" not in result.stdout
     assert "weights_only" not in result.stdout + result.stderr  # Lightning's notice says nothing to a user
     assert result.stderr.strip() == ""  # nor do its device lines, model summary and library warnings
+    assert "Total params" not in result.stdout  # Lightning's model summary, printed by rich to stdout
     progress = [line for line in result.stdout.splitlines() if line.startswith("env steps ")]
     assert progress and progress[-1].startswith("env steps 1,200/1,200 (100.0%)")
     assert "eval mean_score" in progress[-1] and "at 1,200" in progress[-1]

@@ -162,6 +162,7 @@ class Experiment:
             default_root_dir=str(run_dir),
             enable_checkpointing=False,
             enable_progress_bar=terminal,
+            enable_model_summary=False,  # rich's table bypasses logging and fills each log file
         )
         externals.check_strategy(trainer.strategy)
         warmup_env_steps = data.warmup_env_steps_per_task * self.task_set.num_tasks * trainer.world_size

@@ -63,7 +63,7 @@ def check_strategy(strategy: Strategy) -> None:
 Trainer = gin.external_configurable(
     L.Trainer,
     "Trainer",
-    denylist=["logger", "callbacks", "max_epochs", "default_root_dir", "enable_checkpointing"],
+    denylist=["logger", "callbacks", "max_epochs", "default_root_dir", "enable_checkpointing", "enable_model_summary"],
 )
 Adam = gin.external_configurable(torch.optim.Adam, "Adam", denylist=["params"])
 SGD = gin.external_configurable(torch.optim.SGD, "SGD", denylist=["params"])
