@@ -23,6 +23,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.reports import paper  # noqa: E402
 from picor_gin.reports.tables import ReportError, paper_table  # noqa: E402
 from picor_gin.sweeps.plan import PlannedRun, bad_input, bound_parameters, plan  # noqa: E402
@@ -53,10 +54,12 @@ def grid(table: str, benchmark: str, seeds: Sequence[int], root: Path, bindings:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=paper.TABLES)
-    parser.add_argument("--benchmark", choices=paper.BENCHMARKS, required=True)
-    parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True)
+    parser = argparse.ArgumentParser(description=description(__doc__),
+                                     formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("table", choices=paper.TABLES, help="the paper's table whose arms to run")
+    parser.add_argument("--benchmark", choices=paper.BENCHMARKS, required=True, help="the task set of every arm")
+    parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True,
+                        help="one run per seed and arm (Experiment.seed)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every budget (e.g. 0.01 for a quick look)")
     parser.add_argument("--root", type=Path, default=None, help="default runs/reproduce/<table>_<benchmark>")
     parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' for every run")

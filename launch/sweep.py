@@ -27,14 +27,20 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.sweeps.plan import bad_input, plan  # noqa: E402
 from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=description(__doc__), formatter_class=DefaultsHelpFormatter,
+        epilog="Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input. "
+               "docs/sweeps.md has the details.",
+    )
     parser.add_argument("--gin_files", nargs="+", action="extend", required=True, help="one sweep arm per gin file")
-    parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True)
+    parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True,
+                        help="one run per seed and arm (Experiment.seed)")
     parser.add_argument("--root", type=Path, required=True, help="runs go to ROOT/<gin file stem>/seed<S>")
     parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' for every run")
     parser.add_argument("--each_task", action="store_true",

@@ -1,0 +1,20 @@
+"""The launch scripts' argparse help: each flag's default where it has one, and the module
+docstring's first paragraph as the description."""
+from __future__ import annotations
+
+import argparse
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends '(default: X)' to a flag's help where X says something: not for a required flag or
+    an unset switch, whose 'None' / 'False' would only be noise."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:  # only called for a flag with help
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in action.help:
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
+def description(docstring: str) -> str:
+    """The first paragraph of a script's docstring, as one line of text."""
+    return " ".join(docstring.strip().split("\n\n", 1)[0].split())

@@ -1,0 +1,30 @@
+"""The launch scripts' help: defaults shown where they say something, the docstring's first
+paragraph as the description."""
+from __future__ import annotations
+
+import argparse
+
+from picor_gin.cli_help import DefaultsHelpFormatter, description
+
+
+def test_help_shows_meaningful_defaults_only():
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--time", default="72:00:00", help="a job's time limit")
+    parser.add_argument("--seeds", nargs="+", required=True, help="one run per seed")
+    parser.add_argument("--root", default=None, help="where the runs go")
+    parser.add_argument("--dry_run", action="store_true", help="run nothing")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    text = " ".join(parser.format_help().split())
+    assert "a job's time limit (default: 72:00:00)" in text
+    assert "bootstrap replications (default: 2000)" in text
+    assert "default: None" not in text and "default: False" not in text
+    assert "one run per seed --root" in text and "run nothing" in text
+
+
+def test_description_is_the_first_paragraph_on_one_line():
+    doc = """Runs gin files x seeds: here
+    or on SLURM.
+
+        python launch/sweep.py ...
+    """
+    assert description(doc) == "Runs gin files x seeds: here or on SLURM."
