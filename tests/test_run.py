@@ -118,6 +118,18 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "CUDA"),  # fails in the first collection
         # Type errors name the binding and the type.
         (["--gin_bindings=Experiment.total_env_steps = 'lots'"], "Experiment.total_env_steps = 'lots': expected int, got str"),
+        # A class where an instance is wanted, an instance where a class or factory is: the other call form.
+        (["--gin_bindings=Experiment.task_set = @PointGoals"],
+         "Experiment.task_set = @PointGoals: expected TaskSet; bind @PointGoals() (an instance), not @PointGoals"),
+        (["--gin_bindings=SAC.network = @OneHotMLP"], "expected Network or None; bind @OneHotMLP() (an instance), not @OneHotMLP"),
+        (["--gin_bindings=MultiTaskLearner.backbone = @SAC()"],
+         "MultiTaskLearner.backbone = @SAC(): expected Callable[..., Backbone], a class or factory called with "
+         "arguments of its own; bind @SAC (the class), not @SAC()"),
+        (["--gin_bindings=MultiTaskLearner.correction = @PolicyCorrection()"],
+         "bind @PolicyCorrection (the class), not @PolicyCorrection()"),
+        (["--gin_bindings=MultiTaskData.sampler = @AllTasks()"], "bind @AllTasks (the class), not @AllTasks()"),
+        (["--gin_bindings=MultiTaskLearner.actor_optimizer = @actor/Adam()"], "bind @actor/Adam (the class), not @actor/Adam()"),
+        (["--gin_bindings=Experiment.task_set = @SAC()"], "Experiment.task_set = @SAC(): expected TaskSet, got an instance of SAC"),
         # Sizes that leave nothing to learn (nothing to sample: test_robustness.py, in-process).
         (["--gin_bindings=Experiment.total_env_steps = 1_000"], "leaves nothing to learn: the warm-up alone takes 1000"),
         # A strategy that cannot work (every DDP spelling: test_robustness.py).

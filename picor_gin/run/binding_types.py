@@ -4,6 +4,11 @@ built, so a wrong type names the binding and the type it wanted
 it would first trip on. gin itself checks names, not types; no checker library is installed, so
 this covers the hints the configurables use (classes, unions, Literal, tuples, sequences) and
 lets anything else through.
+
+A reference to a class is checked by its call form: `@X` binds the class itself and `@X()` an
+instance, so a class bound where an instance is wanted (`Experiment.task_set = @PointGoals`) and
+an instance bound where a class or factory is wanted (`MultiTaskLearner.backbone = @SAC()`) are
+refused with the other form, instead of a TypeError about missing arguments once gin calls it.
 """
 from __future__ import annotations
 
@@ -25,8 +30,10 @@ def _hints(configurable: Any) -> dict[str, Any]:
 
 def _matches(value: Any, hint: Any) -> bool:
     """Whether the gin literal `value` fits `hint`; True where the hint says nothing checkable."""
-    if isinstance(value, gin.config.ConfigurableReference) or hint is Any or isinstance(hint, typing.TypeVar):
-        return True  # a reference's value is only known once it is called
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if isinstance(value, gin.config.ConfigurableReference):
+        return _reference_problem(value, hint) is None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in args)
@@ -53,10 +60,57 @@ def _matches(value: Any, hint: Any) -> bool:
     return True
 
 
+def _instance_fits(cls: type, hint: Any) -> bool:
+    """Whether an instance of `cls` (what `@cls()` binds) fits `hint`. A factory hint
+    (`Callable[..., R]`) takes no R: its caller calls it with arguments of its own."""
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_instance_fits(cls, arg) for arg in args)
+    if origin is collections.abc.Callable or hint is collections.abc.Callable:
+        made = args[-1] if args else Any
+        return not (isinstance(made, type) and issubclass(cls, made))
+    target = origin or hint
+    return not isinstance(target, type) or issubclass(cls, target)
+
+
+def _reference_problem(reference: gin.config.ConfigurableReference, hint: Any) -> str | None:
+    """What is wrong with binding `reference` where `hint` is wanted, None when it may fit: a
+    reference to a function is only known once it is called."""
+    target = reference.configurable.wrapped
+    if not isinstance(target, type):
+        return None
+    name = f"@{reference.scoped_selector}"
+    fits = {False: _matches(target, hint), True: _instance_fits(target, hint)}  # @X binds the class, @X() an instance
+    if fits[reference.evaluate]:
+        return None
+    if reference.evaluate and fits[False]:
+        return f"expected {_name(hint)}, a class or factory called with arguments of its own; bind {name} (the class), not {name}()"
+    if fits[True]:
+        return f"expected {_name(hint)}; bind {name}() (an instance), not {name}"
+    return f"expected {_name(hint)}, got {'an instance of ' if reference.evaluate else 'the class '}{target.__name__}"
+
+
+def _problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with binding `value` where `hint` is wanted, None when it may fit."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        return _reference_problem(value, hint)
+    return None if _matches(value, hint) else f"expected {_name(hint)}, got {type(value).__name__}"
+
+
 def _name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_name(arg) for arg in typing.get_args(hint))
-    if isinstance(hint, type) and not typing.get_args(hint):
+    """A hint as its source spells it (`Callable[..., Backbone]`), without module paths."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_name(arg) for arg in args)
+    if hint is Ellipsis:
+        return "..."
+    if isinstance(hint, list):  # Callable's parameter list
+        return f"[{', '.join(map(_name, hint))}]"
+    if args and origin is not typing.Literal:
+        return f"{_name(origin)}[{', '.join(map(_name, args))}]"
+    if isinstance(hint, type):
         return "None" if hint is type(None) else hint.__name__
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
@@ -72,6 +126,13 @@ def _literal(value: Any, config: dict) -> Any:
     return value
 
 
+def _text(value: Any) -> str:
+    """A bound value as the user wrote it: `@X()` for a reference, Python's repr for a literal."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        return f"@{value.scoped_selector}{'()' if value.evaluate else ''}"
+    return repr(value)
+
+
 @gin.config.register_finalize_hook
 def check_binding_types(config: dict) -> None:
     """gin finalize hook: raises TypeError naming the first binding whose value has the wrong type."""
@@ -83,9 +144,8 @@ def check_binding_types(config: dict) -> None:
         hints = _hints(configurable.wrapped)
         for param, bound in params.items():
             value = _literal(bound, config)
-            if param in hints and not _matches(value, hints[param]):
+            problem = _problem(value, hints[param]) if param in hints else None
+            if problem is not None:
                 binding = f"{scope + '/' if scope else ''}{configurable.name}.{param}"
                 via = f" = {bound}" if bound is not value else ""  # the macro the user bound
-                raise TypeError(
-                    f"{binding}{via} = {value!r}: expected {_name(hints[param])}, got {type(value).__name__}"
-                )
+                raise TypeError(f"{binding}{via} = {_text(value)}: {problem}")
