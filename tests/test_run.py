@@ -114,7 +114,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_file={tmp}/old_config.gin"], "uses picor_gin.constraints, which picor-gin renamed: it is now picor_gin.correction"),
         # Raised inside gin, Lightning and torch while the run is built or set up.
         (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
-        (["--gin_bindings=Trainer.accelerator = 'tpu'"], "In call to configurable 'Trainer'"),
+        (["--gin_bindings=Trainer.accelerator = 'tpu'"], "error: Trainer: "),  # gin's trailer named it
         (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "CUDA"),  # fails in the first collection
         # Type errors name the binding and the type.
         (["--gin_bindings=Experiment.total_env_steps = 'lots'"], "Experiment.total_env_steps = 'lots': expected int, got str"),
@@ -130,6 +130,16 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=MultiTaskData.sampler = @AllTasks()"], "bind @AllTasks (the class), not @AllTasks()"),
         (["--gin_bindings=MultiTaskLearner.actor_optimizer = @actor/Adam()"], "bind @actor/Adam (the class), not @actor/Adam()"),
         (["--gin_bindings=Experiment.task_set = @SAC()"], "Experiment.task_set = @SAC(): expected TaskSet, got an instance of SAC"),
+        # Syntax errors name the binding (by gin's line in the joined bindings) or the file and line.
+        (["--gin_bindings=SAC.advantage_critic = target"],
+         """gin syntax error in --gin_bindings="SAC.advantage_critic = target": Failed to parse token 'target'; """
+         "write 'target' in quotes for a string, or @target for a reference"),
+        (["--gin_bindings=SAC.gamma = 0.99", "--gin_bindings=SAC.gamma = 0.9.9"],
+         'gin syntax error in --gin_bindings="SAC.gamma = 0.9.9": Expected newline.'),
+        (["--gin_bindings=HIDDEN_SIZES = (64,\n 64)", "--gin_bindings=SAC.gamma = 0.9.9"],
+         'gin syntax error in --gin_bindings="SAC.gamma = 0.9.9": Expected newline.'),
+        (["--gin_bindings=SAC.gamma = "], 'gin syntax error in --gin_bindings="SAC.gamma = ": Unable to parse value.'),
+        (["--gin_file={tmp}/bad_syntax.gin"], "bad_syntax.gin line 3 (SAC.gamma = 0.9.9): Expected newline."),
         # Sizes that leave nothing to learn (nothing to sample: test_robustness.py, in-process).
         (["--gin_bindings=Experiment.total_env_steps = 1_000"], "leaves nothing to learn: the warm-up alone takes 1000"),
         # A strategy that cannot work (every DDP spelling: test_robustness.py).
@@ -141,6 +151,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
     (tmp_path / "includes_a_missing_file.gin").write_text(
         "include 'gin_configs/tiny_picor.gin'\ninclude 'gin_configs/nope.gin'\n"
     )
+    (tmp_path / "bad_syntax.gin").write_text("import picor_gin.backbones\n\nSAC.gamma = 0.9.9\n")
     # An operative config written before the renames (its first lines, as a run folder keeps them).
     (tmp_path / "old_config.gin").write_text(
         "import picor_gin.backbones\nimport picor_gin.constraints as picor_gin2\n\n"
@@ -152,7 +163,22 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], stderr
+    assert "In call to configurable" not in lines[0] and " object at 0x" not in lines[0]  # gin's trailers, reprs
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "binding, line",
+    [
+        ("Experiment.total_env_steps = 0", "error: Experiment.total_env_steps must be >= 1, got 0"),
+        # Raised three configurable calls deep (SoftmaxAlphaWeights in PolicyCorrection in MultiTaskLearner).
+        ("SoftmaxAlphaWeights.tau = 0.0", "error: SoftmaxAlphaWeights.tau must be > 0, got 0.0"),
+    ],
+)
+def test_a_configurable_refusal_is_its_message_alone_without_gins_call_trailers(binding, line, tmp_path, monkeypatch, capsys):
+    code, stderr = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
+                                  f"--gin_bindings={binding}", f"--run_dir={tmp_path / 'run'}")
+    assert code == 2 and stderr.strip() == line
 
 
 def test_existing_run_folder_without_resume_is_bad_input(short_run):

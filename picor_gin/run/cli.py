@@ -37,9 +37,46 @@ class BadInput(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
 
 
+# The line gin appends to an error for each configurable call it passes through.
+GIN_CALL_TRAILER = re.compile(r"In call to configurable '([^']+)' \(.*\)(?: in scope '[^']*')?")
+
+
 def _one_line(error: BaseException) -> str:
+    """The error's message in one line, without gin's call trailers: they repeat for each
+    configurable the error passed through, with class reprs. The innermost configurable is kept
+    as a prefix where the message does not name it."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(lines) or type(error).__name__
+    calls = [match[1] for line in lines if (match := GIN_CALL_TRAILER.fullmatch(line))]
+    message = "; ".join(line for line in lines if not GIN_CALL_TRAILER.fullmatch(line)) or type(error).__name__
+    if calls and calls[0] not in message:
+        return f"{calls[0]}: {message}"
+    return message
+
+
+def _failing_text(error: SyntaxError, bindings: Sequence[str]) -> str:
+    """Where a gin syntax error is: the file and line, or the --gin_bindings value, which gin
+    parses joined by newlines (its line number counts the lines of the bindings before it)."""
+    if error.filename:
+        return f"{error.filename} line {error.lineno} ({(error.text or '').strip()})"
+    owners = [binding for binding in bindings for _ in binding.split("\n")]  # the binding of each joined line
+    return f'--gin_bindings="{owners[error.lineno - 1]}"'
+
+
+def _syntax_problem(error: SyntaxError, bindings: Sequence[str]) -> str:
+    """A gin syntax error in one line naming the failing binding or file line, without the Python
+    ast reprs gin's literal parser leaves in it; a bare name is most likely a missing quote or @."""
+    lines = [line.strip() for line in str(error.msg).splitlines() if line.strip()]
+    message = "; ".join(line for line in lines if not re.search(r"<[\w.]+ object at 0x[0-9a-f]+>", line))
+    if token := re.fullmatch(r"Failed to parse token '([A-Za-z_][\w.]*)'", message):
+        message += f"; write '{token[1]}' in quotes for a string, or @{token[1]} for a reference"
+    return f"gin syntax error in {_failing_text(error, bindings)}: {message}"
+
+
+def _gin_problem(error: Exception, bindings: Sequence[str]) -> str:
+    """gin's refusal of the config in one line."""
+    if isinstance(error, SyntaxError):
+        return _syntax_problem(error, bindings)
+    return _did_you_mean(_one_line(error))
 
 
 def _did_you_mean(message: str) -> str:
@@ -123,7 +160,7 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
         experiment = Experiment()
     except Exception as error:  # noqa: BLE001  (gin's parse and type errors, any configurable's check)
         renamed = renamed_problem(gin_files, args.gin_bindings, CONFIG_ROOT)
-        raise BadInput(renamed or _did_you_mean(_one_line(error))) from error
+        raise BadInput(renamed or _gin_problem(error, args.gin_bindings)) from error
     finally:
         logging.disable(logging.NOTSET)
     if RUN_DIR_VARIABLE in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
