@@ -338,3 +338,43 @@ def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short
     assert len(lines) == 1 and "last.ckpt: " in lines[0] and "previous.ckpt: " in lines[0]
     assert ("cannot be read" if damage == "garbage" else "another version") in lines[0]
     assert sorted(p.name for p in run_dir.rglob("*")) == before  # the run folder is left as it was
+
+
+def _files(run_dir):
+    """Every file of a run folder with its bytes and modification time."""
+    return {p.relative_to(run_dir): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def _resume_finds_nothing_to_do(run_dir, env_steps, total, *bindings):
+    """--resume of a finished run: exit 0, one line on stdout, and the folder as it was."""
+    before = _files(run_dir)
+    result = run_cli("--resume", str(run_dir), *bindings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f"{run_dir} already finished at {env_steps:,} env steps (Experiment.total_env_steps = {total:_}); nothing "
+        'to do; to extend it add --gin_bindings="Experiment.total_env_steps = M" with a larger M'
+    ]
+    assert _files(run_dir) == before  # config.gin, summary.json, eval.jsonl, checkpoints, events
+
+
+@pytest.mark.parametrize("bindings, total", [([], 1_200), (["--gin_bindings=Experiment.total_env_steps = 1_100"], 1_100)])
+def test_resuming_a_finished_replay_run_without_a_larger_budget_touches_nothing(short_run, tmp_path, bindings, total):
+    run_dir = _copy_run(short_run[0], tmp_path / "run")
+    _resume_finds_nothing_to_do(run_dir, 1_200, total, *bindings)
+
+
+def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_path):
+    """RolloutData ends before the rollout that would pass the budget, and a resume restarts a
+    rollout the checkpoint cut short: a checkpoint at the budget, even mid-rollout (as SIGTERM
+    leaves it), has nothing left to do. One rollout of tiny_mtppo is 960 env steps, 80 updates."""
+    run_dir = tmp_path / "ppo"
+    result = run_cli("--gin_file=gin_configs/tiny_mtppo.gin", "--gin_bindings=Experiment.total_env_steps = 960",
+                     f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["RolloutData"]["env_steps"] == 960 and checkpoint["RolloutData"]["rollout_updates"] == 80
+    checkpoint["RolloutData"]["rollout_updates"] = 30
+    torch.save(checkpoint, last)
+    _resume_finds_nothing_to_do(run_dir, 960, 960)

@@ -25,6 +25,7 @@ import torch
 import picor_gin  # noqa: F401  (registers the configurables)
 import picor_gin.run.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
 from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, data_state, resumable
+from picor_gin.data import TaskEnvData
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.files import replace_text
 from picor_gin.run.renamed import renamed_problem
@@ -35,6 +36,11 @@ RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
 
 class BadInput(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
+
+
+class AlreadyFinished(Exception):
+    """A --resume of a run that has reached its budget: reported in one line, exit status 0,
+    and the run folder is left as it is (a fit would only rewrite it with an empty attempt)."""
 
 
 # The line gin appends to an error for each configurable call it passes through.
@@ -173,20 +179,32 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
     return experiment, run_dir, resume_from, checkpoint
 
 
+def _finished(data: TaskEnvData, state: dict) -> bool:
+    """Whether a checkpoint's data state has nothing left to do under the configured budget. Both
+    streams stop once the env steps reach `total_env_steps`, after any offline stage:
+    ReplayStream before collecting, RolloutStream before a fresh rollout, which is also where a
+    resume restarts a rollout the checkpoint cut short."""
+    return state["env_steps"] >= data.total_env_steps and state.get("offline_done", 0) >= data.offline_updates
+
+
 def _build(args: argparse.Namespace) -> tuple[Experiment, Run, Path, Path | None]:
-    """Everything before the run folder exists; any error here is the input's (BadInput)."""
+    """Everything before the run folder exists; any error here is the input's (BadInput), and a
+    resumed run with nothing left to do raises AlreadyFinished."""
     experiment, run_dir, resume_from, checkpoint = _configure(args)
     try:
         if checkpoint is None:
             return experiment, experiment.build(run_dir), run_dir, None
-        built = experiment.build(
-            run_dir,
-            resumed_env_steps=data_state(checkpoint)["env_steps"],
-            completed_epochs=checkpoint["epoch"],
-        )
+        state = data_state(checkpoint)
+        built = experiment.build(run_dir, resumed_env_steps=state["env_steps"], completed_epochs=checkpoint["epoch"])
         _check_compatible(checkpoint, resume_from, built.module)
+        if _finished(built.data, state):
+            raise AlreadyFinished(
+                f"{run_dir} already finished at {state['env_steps']:,} env steps (Experiment.total_env_steps = "
+                f"{experiment.total_env_steps:_}); nothing to do; to extend it add "
+                '--gin_bindings="Experiment.total_env_steps = M" with a larger M'
+            )
         return experiment, built, run_dir, resume_from
-    except BadInput:
+    except (BadInput, AlreadyFinished):
         raise
     except Exception as error:  # noqa: BLE001  (Lightning's, torch's, TorchRL's refusals of the config)
         raise BadInput(_did_you_mean(_one_line(error))) from error
@@ -214,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except AlreadyFinished as finished:
+        print(finished)
+        return 0
     creates_run_dir = not run_dir.exists()
     config_file = run_dir / "config.gin"
     resumed_config = None if creates_run_dir else config_file.read_text()
