@@ -3,12 +3,13 @@ in-process where it is refused before anything is built."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 
 from picor_gin.run.forgetting import forgetting_history, mean_over_tasks
-from tests.conftest import TWO_DDP_PROCESSES, run_cli, run_in_process
+from tests.conftest import REPO, TWO_DDP_PROCESSES, run_cli, run_in_process
 
 SHORT = [
     "--gin_file=gin_configs/tiny_picor.gin",
@@ -181,6 +182,25 @@ def test_a_configurable_refusal_is_its_message_alone_without_gins_call_trailers(
     assert code == 2 and stderr.strip() == line
 
 
+def test_help_gives_the_exit_statuses_and_what_resume_applies_with_the_flags_unchanged(monkeypatch, capsys):
+    from picor_gin.run import cli
+
+    monkeypatch.setattr(sys, "argv", ["run.py"])
+    monkeypatch.setenv("COLUMNS", "200")  # the usage on one line
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "usage: run.py [-h] [--gin_file GIN_FILE] [--gin_bindings GIN_BINDINGS] [--run_dir RUN_DIR] [--resume DIR]"
+    )
+    statuses = out[out.index("exit status:"):].splitlines()[1:4]
+    assert [line.split()[0] for line in statuses] == ["0", "1", "2"]
+    assert "done" in statuses[0] and "during the run" in statuses[1] and "bad input" in statuses[2]
+    assert "--resume DIR reads DIR/config.gin, then applies any --gin_file and --gin_bindings on top" in out
+    assert "docs/running.md" in out and (REPO / "docs" / "running.md").is_file()
+
+
 def test_existing_run_folder_without_resume_is_bad_input(short_run):
     run_dir, _ = short_run
     result = run_cli("--gin_file=gin_configs/tiny_picor.gin", f"--run_dir={run_dir}")
@@ -196,10 +216,7 @@ def test_a_run_folder_that_cannot_be_created_is_bad_input_in_one_line(tmp_path, 
 
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     import subprocess
-    import sys
     import time
-
-    from tests.conftest import REPO
 
     run_dir = tmp_path / "killed"
     args = [
@@ -225,6 +242,8 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
 
     result = run_cli("--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
+    # Lightning's "dataloader is not resumable" is false: the data module restores its own state.
+    assert "not resumable" not in result.stderr
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     steps = [row["env_steps"] for row in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 1_600

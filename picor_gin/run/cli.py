@@ -120,8 +120,25 @@ def _check_compatible(checkpoint: dict, checkpoint_path: Path, module: torch.nn.
             )
 
 
+EPILOG = """\
+--resume DIR reads DIR/config.gin, then applies any --gin_file and --gin_bindings on top:
+  --resume DIR --gin_bindings="Experiment.total_env_steps = N" extends a finished run to N env steps.
+
+exit status:
+  0  done (or a --resume of a finished run, with nothing to do)
+  1  a failure or an interruption during the run; the checkpoints keep the last good state
+  2  bad input: one line on stderr, no run folder left behind
+
+Details: docs/running.md (the run contract, bad input, resuming)."""
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a multi-task RL experiment from gin files.")
+    """The command line; its flags are a contract that sweeps and other tools write."""
+    parser = argparse.ArgumentParser(
+        description="Train a multi-task RL experiment from gin files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's lines
+    )
     parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeatable, loaded in order")
     parser.add_argument("--gin_bindings", action="append", default=[], help="'X.y = v'; repeatable, applied last")
     parser.add_argument("--run_dir", type=Path, default=None, help="run folder (default runs/<name>/<time>-seed<seed>)")
@@ -221,6 +238,10 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # Lightning's all_gather
     warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*not DPP.*")  # cvxpy, inside TorchJD's Nash-MTL
+    # A resume part-way through the run's one epoch: Lightning cannot see that the stream resumes,
+    # but the data module's own state_dict (counters, sampler, buffers) continues it, so the
+    # warning that the dataloader is not resumable is false here.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
