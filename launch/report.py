@@ -1,8 +1,11 @@
 """Tables final performance over seeds: python launch/report.py RUN_OR_ROOT... [--metric M] [--out [FILE]]
 
-Every folder holding summary.json at or below the given paths is a finished run; runs sharing an
-`Experiment.name` form one row: number of seeds, the final metric's mean ± std over seeds, and its
-interquartile mean (IQM) with a 95% percentile-bootstrap confidence interval (rliable).
+Every folder holding summary.json at or below the given paths is a finished run (files, set-aside
+seed<S>.stale<N> and seed<S>.rank<k> folders and unfinished runs are skipped, the last named on
+stderr). Runs of one arm, the same `Experiment.name` and config.gin but for `Experiment.seed`, form
+one row: number of seeds, the final metric's mean ± std over seeds, and its interquartile mean (IQM)
+with a 95% percentile-bootstrap confidence interval (rliable). Arms sharing a name are labelled by
+the bindings that tell them apart, e.g. `tiny_picor [MultiTaskLearner.correction = None]`.
 
     python launch/report.py runs/sweep1                  # prints the markdown table
     python launch/report.py runs/sweep1 --out            # ... and writes it to ./report.md
@@ -19,7 +22,8 @@ in %, HalfCheetah: mean_return, tiny: mean_score).
 --metric defaults to the first of mean_success, mean_score, mean_return that every run reports;
 average_forgetting (how far the tasks fell below their own best, averaged over the run) is lower-is-better.
 --reps and --seed fix the bootstrap, so the same runs always give the same table.
-Exit status: 0 done; 2 nothing to report (no run found, or the metric is null), one line on stderr.
+Exit status: 0 done; 2 nothing to report (no run found, or the metric is null) or two runs of one
+arm with one seed (a copied folder would count twice), one line on stderr.
 """
 from __future__ import annotations
 

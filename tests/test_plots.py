@@ -1,6 +1,7 @@
 """launch/plot.py reads run folders' own logs and writes PNG figures of the stated size."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 import subprocess
@@ -9,13 +10,16 @@ import sys
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
+from picor_gin.reports import plots
 from tests.conftest import REPO
 
 
-def _fake_run(run_dir, name: str, seed: int) -> None:
-    """A run folder as launch/run.py writes it: config.gin, eval.jsonl, TensorBoard weights."""
+def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str = "",
+              weights: tuple[tuple[float, float], ...] = ((0.6, 0.6), (0.4, 0.4))) -> None:
+    """A run folder as launch/run.py writes it: config.gin (plus `config`), eval.jsonl, TensorBoard
+    weights (tasks a and b, two steps each), summary.json if finished."""
     run_dir.mkdir(parents=True)
-    (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n")
+    (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n{config}")
     rows = []
     for step in (1_000, 2_000, 3_000):
         tasks = {t: {"return": -step / 1e3, "success": None, "score": step / 3e3 - 0.1 * seed} for t in ("a", "b")}
@@ -23,10 +27,39 @@ def _fake_run(run_dir, name: str, seed: int) -> None:
                      "mean_score": step / 3e3 - 0.1 * seed})
     (run_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     writer = SummaryWriter(str(run_dir))
-    for step in (1_100, 2_100):
-        writer.add_scalar("train/weight/a", 0.6, step)
-        writer.add_scalar("train/weight/b", 0.4, step)
+    for task, values in zip(("a", "b"), weights):
+        for step, weight in zip((1_100, 2_100), values):
+            writer.add_scalar(f"train/weight/{task}", weight, step)
     writer.close()
+    if finished:
+        (run_dir / "summary.json").write_text(json.dumps(rows[-1]) + "\n")
+
+
+def _load_plot_script():
+    spec = importlib.util.spec_from_file_location("launch_plot", REPO / "launch" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plot = _load_plot_script()
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """File name -> (legend texts of the first axes, y-axis offset text of every axes), as drawn."""
+    figures = {}
+    save = plots._save
+
+    def record(fig, path):
+        fig.canvas.draw()
+        legend = fig.axes[0].get_legend()
+        figures[path.name] = ([t.get_text() for t in legend.get_texts()] if legend else [],
+                              [ax.yaxis.get_offset_text().get_text() for ax in fig.axes if ax.has_data()])
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", record)
+    return figures
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -53,10 +86,37 @@ def test_plot_writes_mean_per_task_forgetting_and_weight_figures(tmp_path):
     assert all((out / name).stat().st_size > 10_000 for name in ("mean_score.png", "task_weights.png", "forgetting.png"))
 
 
-def test_plot_refuses_a_folder_without_evaluations(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "launch" / "plot.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "eval.jsonl" in result.stderr
+def test_plot_refuses_a_run_without_evaluations_and_paths_without_runs(tmp_path, capsys):
+    _fake_run(tmp_path / "runs" / "seed0", "tiny_picor", 0)
+    (tmp_path / "runs" / "seed0" / "eval.jsonl").unlink()
+    assert plot.main([str(tmp_path / "runs"), f"--out={tmp_path / 'plots'}"]) == 2
+    assert capsys.readouterr().err == f"error: no eval.jsonl in {tmp_path / 'runs' / 'seed0'}\n"
+    (tmp_path / "empty").mkdir()
+    assert plot.main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"error: no run folder (with summary.json) below {tmp_path / 'empty'}\n"
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plot_takes_roots_and_globs_as_report_does_one_curve_per_arm(tmp_path, capsys, drawn):
+    root, picor = tmp_path / "sweep", "MultiTaskLearner.correction = @PolicyCorrection\n"
+    for seed in (0, 1):
+        _fake_run(root / "tiny_picor" / f"seed{seed}", "tiny_picor", seed, config=picor)
+        (root / "tiny_picor" / f"seed{seed}.log").write_text("$ launch/run.py\n")
+    _fake_run(root / "tiny_picor" / "seed0.stale1", "tiny_picor", 0, config=picor)  # set aside by the sweep
+    _fake_run(root / "tiny_picor" / "seed2", "tiny_picor", 2, finished=False, config=picor)  # still running
+    _fake_run(root / "tiny_picor_corx" / "seed0", "tiny_picor", 0, config="MultiTaskLearner.correction = None\n")
+
+    assert plot.main([*map(str, sorted(root.glob("*/seed*"))), f"--out={tmp_path / 'globbed'}"]) == 0
+    assert capsys.readouterr().err == f"skipped 1 unfinished run(s) (no summary.json): {root / 'tiny_picor' / 'seed2'}\n"
+    globbed = dict(drawn)
+    assert globbed["mean_score.png"][0] == ["tiny_picor [MultiTaskLearner.correction = @PolicyCorrection] (n=2)",
+                                            "tiny_picor [MultiTaskLearner.correction = None] (n=1)"]
+    drawn.clear()
+    assert plot.main([str(root), f"--out={tmp_path / 'rooted'}"]) == 0
+    assert drawn == globbed
+    assert sorted(p.name for p in (tmp_path / "rooted").iterdir()) == sorted(globbed)
+
+
 
 
 def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(tmp_path):
@@ -64,8 +124,7 @@ def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(
 
     runs_root = tmp_path / "runs"
     _fake_run(runs_root / "tiny_picor" / "seed0", "tiny_picor", 0)
-    (runs_root / "tiny_picor" / "seed0" / "summary.json").write_text("{}")
-    _fake_run(runs_root / "tiny_picor" / "seed1", "tiny_picor", 1)  # unfinished: no summary.json
+    _fake_run(runs_root / "tiny_picor" / "seed1", "tiny_picor", 1, finished=False)
     written = collect(runs_root, tmp_path / "results")
     assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
     assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]

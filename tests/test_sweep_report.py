@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from picor_gin.sweeps.local import run_locally
+from picor_gin.reports.runs import find_runs, group_by_arm
 from picor_gin.reports.tables import ReportError, build_report, paper_table
 from picor_gin.sweeps.plan import PlannedRun
 from tests.conftest import REPO
@@ -36,10 +38,10 @@ SCORES = {  # final mean_score per seed
 }
 
 
-def _fake_run(run_dir, name: str, seed: int, score: float, finished: bool = True) -> None:
-    """A run folder as launch/run.py writes it: config.gin, eval.jsonl, summary.json (if finished)."""
+def _fake_run(run_dir, name: str, seed: int, score: float, finished: bool = True, config: str = "") -> None:
+    """A run folder as launch/run.py writes it: config.gin (plus `config`), eval.jsonl, summary.json (if finished)."""
     run_dir.mkdir(parents=True)
-    (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n")
+    (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n{config}")
     rows = []
     for step, value in ((1_000, score / 2), (2_000, score)):
         tasks = {t: {"return": 10 * value, "success": None, "score": value} for t in ("goal0", "goal1")}
@@ -315,3 +317,106 @@ def test_sweep_refuses_a_gin_file_whose_include_is_missing_in_one_line(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: ") and "nope.gin" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sweep").exists()
+
+
+# Operative-config excerpts (as gin.operative_config_str() writes them) of PiCor and of its Cor X
+# made on the command line: the same Experiment.name, different experiments.
+PICOR = """
+Experiment.task_set = @PointGoals()
+
+# Parameters for MultiTaskLearner:
+# ==============================================================================
+MultiTaskLearner.backbone = @SAC
+MultiTaskLearner.correction = @PolicyCorrection
+
+# Parameters for PolicyCorrection:
+# ==============================================================================
+PolicyCorrection.lam = 1.0
+"""
+COR_X = """
+Experiment.task_set = @PointGoals()
+MultiTaskLearner.backbone = @SAC
+MultiTaskLearner.correction = None
+"""
+
+
+def test_report_splits_runs_of_one_name_by_config_and_labels_each_by_the_binding_that_differs(tmp_path):
+    root = tmp_path / "sweep"
+    for seed, score in enumerate([0.2, 0.4]):
+        _fake_run(root / "tiny_picor" / f"seed{seed}", "tiny_picor", seed, score, config=PICOR)
+    for seed, score in enumerate([0.6, 0.9, 0.3]):
+        _fake_run(root / "tiny_picor_corx" / f"seed{seed}", "tiny_picor", seed, score, config=COR_X)
+    _, rows = build_report([root], reps=100)
+    # PolicyCorrection.lam only follows from the correction: the label names the binding behind it.
+    assert [(row.experiment, row.seeds) for row in rows] == [
+        ("tiny_picor [MultiTaskLearner.correction = @PolicyCorrection]", 2),
+        ("tiny_picor [MultiTaskLearner.correction = None]", 3),
+    ]
+    assert rows[0].mean == pytest.approx(0.3) and rows[1].mean == pytest.approx(0.6)
+
+
+def test_report_reads_values_spanning_lines_and_ignores_only_the_seed(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    one_line = "TaskSubset.tasks = ['goal0', 'goal1']\nExperiment.total_env_steps = 5000\n"
+    _fake_run(root / "a" / "seed0", "tiny_mtsac", 0, 0.2, config=one_line)
+    _fake_run(root / "a" / "seed1", "tiny_mtsac", 1, 0.4,
+              config="TaskSubset.tasks = [\n    'goal0',\n    'goal1',\n]\nExperiment.total_env_steps = 5000\n")
+    # Same first line as seed1's list, another task: a line-by-line reading would pool it.
+    _fake_run(root / "b" / "seed0", "tiny_mtsac", 0, 0.9,
+              config="TaskSubset.tasks = [\n    'goal0',\n    'goal2',\n]\nExperiment.total_env_steps = 5000\n")
+    _fake_run(root / "c" / "seed0", "tiny_mtsac", 0, 0.7, config=one_line.replace("5000", "500"))  # reproduce --scale 0.1
+    assert report.main([str(root), "--reps", "100"]) == 0
+    rows = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines()[4:]]
+    assert rows == [  # every arm names its value of each binding that differs between them
+        ["| tiny_mtsac [Experiment.total_env_steps = 500, TaskSubset.tasks = ['goal0', 'goal1']]", "1"],
+        ["| tiny_mtsac [Experiment.total_env_steps = 5000, TaskSubset.tasks = ['goal0', 'goal1']]", "2"],
+        ["| tiny_mtsac [Experiment.total_env_steps = 5000, TaskSubset.tasks = ['goal0', 'goal2']]", "1"],
+    ]
+    (root / "a" / "seed1" / "config.gin").write_text("Experiment.name = \n")
+    with pytest.raises(ReportError, match=f"^{root / 'a' / 'seed1' / 'config.gin'}: not a gin config"):
+        build_report([root])
+
+
+def test_report_refuses_two_runs_of_one_arm_with_one_seed_naming_both(runs_root, tmp_path, capsys):
+    copy = tmp_path / "copied" / "seed0"
+    shutil.copytree(runs_root / "tiny_mtsac" / "seed0", copy)
+    assert report.main([str(runs_root), str(copy), "--reps", "100"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: ") and str(copy) in error and str(runs_root / "tiny_mtsac" / "seed0") in error
+    with pytest.raises(ReportError, match="both seed 0 of one arm"):
+        build_report([runs_root / "tiny_mtsac", copy])
+
+
+def test_report_skips_logs_and_set_aside_folders_and_names_unfinished_runs_on_stderr(runs_root, capsys):
+    arm = runs_root / "tiny_mtsac"
+    (arm / "seed0.log").write_text("$ launch/run.py\n")
+    # Set aside by the sweep (a run restarted afresh, a DDP rank's scratch folder): seeds 1 and 0
+    # again, which would be refused as repeated seeds, or pooled, if they were read.
+    _fake_run(arm / "seed1.stale1", "tiny_mtsac", 1, 100.0)
+    _fake_run(arm / "seed0.rank1", "tiny_mtsac", 0, 100.0)
+    assert report.main([*map(str, sorted(arm.glob("seed*"))), "--reps", "100"]) == 0  # the shell's seed*
+    out, err = capsys.readouterr()
+    assert "| tiny_mtsac | 4 | 0.475 ± 0.286 |" in out and err == ""
+    assert report.main([str(runs_root), "--reps", "100"]) == 0
+    unfinished = runs_root / "tiny_picor" / "seed99"
+    assert capsys.readouterr().err == f"skipped 1 unfinished run(s) (no summary.json): {unfinished}\n"
+
+
+
+def test_paper_table_refuses_a_cell_whose_runs_are_two_configs(tmp_path):
+    cell = tmp_path / "table2_tiny" / "tiny_adaO_corO"
+    _fake_run(cell / "seed0", "tiny_adaO_corO", 0, 0.5, config="Experiment.total_env_steps = 500\n")
+    _fake_run(cell / "seed1", "tiny_adaO_corO", 1, 0.5, config="Experiment.total_env_steps = 5000\n")
+    with pytest.raises(ReportError, match=f"^{cell} holds 2 configs, not one: ") as error:
+        paper_table(tmp_path / "table2_tiny", "table2", "tiny", reps=100)
+    assert set(str(error.value).split(": ", 1)[1].split("; ")) == {
+        f"tiny_adaO_corO [Experiment.total_env_steps = {steps}]" for steps in (500, 5000)}
+
+
+def test_committed_result_folders_still_report_one_arm_per_folder():
+    """results/ holds config.gin files of older commits: each arm folder must stay one arm."""
+    run_dirs = find_runs([REPO / "results"])
+    arms = group_by_arm(run_dirs)
+    assert run_dirs and sum(map(len, arms.values())) == len(run_dirs)
+    assert all(len({run_dir.parent for run_dir in members}) == 1 for members in arms.values())
+    assert len(arms) == len({run_dir.parent for run_dir in run_dirs})

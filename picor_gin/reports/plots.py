@@ -2,9 +2,7 @@
 Figure 2 style), per-task curves, forgetting, and the adaptive weights w_z over time (Figure 4 style)."""
 from __future__ import annotations
 
-import collections
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -14,17 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from picor_gin.reports.collect import read_scalars  # noqa: E402
+from picor_gin.reports.runs import group_by_arm  # noqa: E402
 from picor_gin.run.evaluation import headline_metric  # noqa: E402
 from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa: E402
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
-
-
-def experiment_name(run_dir: Path) -> str:
-    """`Experiment.name` from the run's own config.gin (its folder name if absent)."""
-    match = re.search(r"^Experiment\.name = '([^']*)'", (run_dir / "config.gin").read_text(), re.M)
-    return match[1] if match else run_dir.name
 
 
 def read_evaluations(run_dir: Path) -> list[dict]:
@@ -45,10 +38,10 @@ def _plot_band(ax, curves, label: str) -> None:
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
-    """Writes the figures for `run_dirs` into `out_dir`; returns their paths."""
-    runs = collections.defaultdict(list)
-    for run_dir in run_dirs:
-        runs[experiment_name(run_dir)].append((run_dir, read_evaluations(run_dir)))
+    """Writes the figures for `run_dirs` into `out_dir`, one curve per arm (runs/group_by_arm);
+    returns their paths."""
+    runs = {label: [(run_dir, read_evaluations(run_dir)) for run_dir in arm_runs]
+            for label, arm_runs in group_by_arm(run_dirs).items()}
     metric = headline_metric(next(iter(runs.values()))[0][1][-1])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -3,7 +3,6 @@ mean (IQM) with a stratified-bootstrap confidence interval from rliable (Agarwal
 which stays honest with the handful of seeds an RL sweep affords."""
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -14,20 +13,16 @@ from rliable import library as rly
 from rliable import metrics as rly_metrics
 
 from picor_gin.reports import paper
-from picor_gin.reports.plots import experiment_name
+from picor_gin.reports.runs import ReportError, find_runs, group_by_arm, require_runs
 
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
 LOWER_IS_BETTER = ("average_forgetting",)  # on request only: a run's mean drop of each task below its best
 CONFIDENCE = 0.95
 
 
-class ReportError(ValueError):
-    """Nothing to report (no run folder, or a metric the runs lack): one line for the user."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One experiment's final metric over its seeds."""
+    """One arm's final metric over its seeds; `experiment` is the arm's label (runs/group_by_arm)."""
 
     experiment: str
     seeds: int
@@ -36,16 +31,6 @@ class Row:
     iqm: float
     ci_low: float
     ci_high: float
-
-
-def find_runs(paths: Iterable[Path]) -> list[Path]:
-    """Finished run folders (those holding summary.json) at or below `paths`, sorted."""
-    found = set()
-    for path in paths:
-        if not path.exists():
-            raise ReportError(f"no such file or folder: {path}")
-        found.update(summary.parent for summary in path.rglob("summary.json"))
-    return sorted(found)
 
 
 def read_summary(run_dir: Path) -> dict:
@@ -88,11 +73,9 @@ def summarize(name: str, values: Sequence[float], reps: int, seed: int) -> Row:
 
 
 def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> list[Row]:
-    """One row per `Experiment.name`, sorted by name."""
-    groups = collections.defaultdict(list)
-    for run_dir, summary in summaries.items():
-        groups[experiment_name(run_dir)].append(summary[metric])
-    return [summarize(name, values, reps, seed) for name, values in sorted(groups.items())]
+    """One row per arm, sorted by its label."""
+    return [summarize(label, [summaries[run_dir][metric] for run_dir in run_dirs], reps, seed)
+            for label, run_dirs in group_by_arm(summaries).items()]
 
 
 def env_steps_to_reach(run_dir: Path, metric: str, threshold: float) -> int | None:
@@ -108,11 +91,10 @@ def env_steps_to_reach(run_dir: Path, metric: str, threshold: float) -> int | No
 def reach_report(
     summaries: dict[Path, dict], metric: str, threshold: float, reps: int, seed: int
 ) -> tuple[str, list[Row]]:
-    """Env steps to reach `threshold` per experiment, over the seeds that reached it (how many
+    """Env steps to reach `threshold` per arm, over the seeds that reached it (how many
     did is its own column: a run that never reaches has no step count to average)."""
-    groups: dict[str, list[int | None]] = collections.defaultdict(list)
-    for run_dir in summaries:
-        groups[experiment_name(run_dir)].append(env_steps_to_reach(run_dir, metric, threshold))
+    groups = {label: [env_steps_to_reach(run_dir, metric, threshold) for run_dir in run_dirs]
+              for label, run_dirs in group_by_arm(summaries).items()}
     lines = [
         f"Env steps to the first evaluation with `{metric}` >= {threshold}, over the seeds that reached it; "
         f"IQM with {CONFIDENCE:.0%} percentile-bootstrap CI (rliable, {reps} reps, seed {seed}).",
@@ -121,7 +103,7 @@ def reach_report(
         "| --- | ---: | ---: | ---: |",
     ]
     rows = []
-    for name, steps in sorted(groups.items()):
+    for name, steps in groups.items():
         reached = [s for s in steps if s is not None]
         cells = "| - | - |"
         if reached:
@@ -133,14 +115,13 @@ def reach_report(
 
 
 def per_task_report(summaries: dict[Path, dict], metric: str) -> str:
-    """Each task's final value of `metric` (a mean over tasks, e.g. mean_success) per experiment:
+    """Each task's final value of `metric` (a mean over tasks, e.g. mean_success) per arm:
     mean ± std over its seeds, so a mean over tasks can be traced to the tasks behind it."""
     if not metric.startswith("mean_"):
         raise ReportError(f"--per_task needs a metric with a value per task ({', '.join(METRICS)}), not {metric}")
     key = metric.removeprefix("mean_")
-    groups: dict[str, list[dict]] = collections.defaultdict(list)
-    for run_dir, summary in summaries.items():
-        groups[experiment_name(run_dir)].append(summary["tasks"])
+    groups = {label: [summaries[run_dir]["tasks"] for run_dir in run_dirs]
+              for label, run_dirs in group_by_arm(summaries).items()}
     tasks = list(next(iter(groups.values()))[0])
     lines = [
         f"Final `{key}` per task, mean ± std over seeds.",
@@ -148,7 +129,7 @@ def per_task_report(summaries: dict[Path, dict], metric: str) -> str:
         "| experiment | seeds | " + " | ".join(tasks) + " |",
         "| --- | ---: |" + " ---: |" * len(tasks),
     ]
-    for name, runs in sorted(groups.items()):
+    for name, runs in groups.items():
         cells = []
         for task in tasks:
             values = np.array([run[task][key] for run in runs], dtype=float)
@@ -182,11 +163,7 @@ def build_report(
     """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
     `reach` of the env steps to reach it, or with `per_task` its value per task (no rows);
     raises ReportError if there is nothing to report."""
-    paths = list(paths)
-    run_dirs = find_runs(paths)
-    if not run_dirs:
-        raise ReportError(f"no run folder (with summary.json) below {', '.join(map(str, paths))}")
-    summaries = {run_dir: read_summary(run_dir) for run_dir in run_dirs}
+    summaries = {run_dir: read_summary(run_dir) for run_dir in require_runs(list(paths))}
     metric = choose_metric(summaries, metric)
     if reach is not None:
         return reach_report(summaries, metric, reach, reps, seed)
@@ -194,6 +171,16 @@ def build_report(
         return per_task_report(summaries, metric), []
     rows = report_rows(summaries, metric, reps, seed)
     return markdown(rows, metric, reps, seed), rows
+
+
+def _cell_summaries(runs: list[Path], root: Path, stem: str | None) -> dict[Path, dict]:
+    """The summaries of the runs below <root>/<stem>; refuses a cell whose runs are several arms
+    (reproduce.py runs at two --scale values into one root), whose numbers would be a mixture."""
+    cell_runs = [run_dir for run_dir in runs if run_dir.relative_to(root).parts[:1] == (stem,)]
+    arms = group_by_arm(cell_runs)
+    if len(arms) > 1:
+        raise ReportError(f"{root / stem} holds {len(arms)} configs, not one: {'; '.join(arms)}")
+    return {run_dir: read_summary(run_dir) for run_dir in cell_runs}
 
 
 def paper_table(root: Path, table: str, benchmark: str, reps: int = 2000, seed: int = 0) -> tuple[str, list[Row | None]]:
@@ -210,10 +197,10 @@ def paper_table(root: Path, table: str, benchmark: str, reps: int = 2000, seed: 
     def number(value: float) -> str:
         return f"{value * scale:.{digits}f}{unit}"
 
+    runs = find_runs([root])
     rows: list[Row | None] = []
     for cell in columns:
-        run_dirs = find_runs([root / cell.stem]) if cell.stem and (root / cell.stem).is_dir() else []
-        summaries = {run_dir: read_summary(run_dir) for run_dir in run_dirs}
+        summaries = _cell_summaries(runs, root, cell.stem)
         if summaries:
             metric = choose_metric(summaries, metric)  # raises, naming a run, if one lacks it
         rows.append(summarize(cell.label, [s[metric] for s in summaries.values()], reps, seed) if summaries else None)
