@@ -21,8 +21,10 @@ from picor_gin.reports.runs import ReportError, require_runs  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT",
+                        help="run folders, or folders to search for them (a sweep's --root)")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="folder for the PNG files")
     args = parser.parse_args(argv)
     try:

@@ -39,11 +39,13 @@ from picor_gin.reports.tables import LOWER_IS_BETTER, METRICS, ReportError, buil
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT",
+                        help="run folders, or folders to search for them (a sweep's --root)")
     parser.add_argument("--metric", choices=METRICS + LOWER_IS_BETTER, default=None,
-                        help=f"default: the first of {', '.join(METRICS)} every run reports")
-    parser.add_argument("--out", type=Path, nargs="?", const=Path("report.md"), default=None,
+                        help=f"the metric to table; None: the first of {', '.join(METRICS)} every run reports")
+    parser.add_argument("--out", type=Path, nargs="?", const=Path("report.md"), default=None, metavar="FILE",
                         help="also write the table to FILE (report.md when FILE is left out)")
     parser.add_argument("--reach", type=float, default=None, metavar="THRESHOLD",
                         help="table the env steps of each run's first evaluation with the metric >= THRESHOLD")

@@ -118,6 +118,14 @@ def test_plot_takes_roots_and_globs_as_report_does_one_curve_per_arm(tmp_path, c
 
 
 
+def test_plot_help_shows_defaults_and_what_the_paths_are(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        plot.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "RUN_OR_ROOT run folders, or folders to search for them" in text
+    assert "folder for the PNG files (default: plots)" in text
+
 
 def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(tmp_path):
     from picor_gin.reports.collect import collect, read_scalars

@@ -402,6 +402,14 @@ def test_report_skips_logs_and_set_aside_folders_and_names_unfinished_runs_on_st
     assert capsys.readouterr().err == f"skipped 1 unfinished run(s) (no summary.json): {unfinished}\n"
 
 
+def test_report_help_shows_defaults_and_what_the_paths_are(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "RUN_OR_ROOT run folders, or folders to search for them" in text
+    assert "bootstrap replications (default: 2000)" in text and "bootstrap seed (default: 0)" in text
+
 
 def test_paper_table_refuses_a_cell_whose_runs_are_two_configs(tmp_path):
     cell = tmp_path / "table2_tiny" / "tiny_adaO_corO"
