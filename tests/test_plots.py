@@ -117,6 +117,14 @@ def test_plot_takes_roots_and_globs_as_report_does_one_curve_per_arm(tmp_path, c
     assert sorted(p.name for p in (tmp_path / "rooted").iterdir()) == sorted(globbed)
 
 
+def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn):
+    """Eq. 9's weights stay near 1/Z: matplotlib would write them as '+2.5e-1' over ticks of 1e-5."""
+    _fake_run(tmp_path / "seed0", "tiny_picor", 0, weights=((0.25, 0.25002), (0.25001, 0.25003)))
+    assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
+    assert drawn.keys() == {"mean_score.png", "per_task_score.png", "forgetting.png", "task_weights.png"}
+    for name, (_, offsets) in drawn.items():
+        assert offsets and offsets == [""] * len(offsets), name
+
 
 def test_plot_help_shows_defaults_and_what_the_paths_are(capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -35,6 +35,8 @@ def _plot_band(ax, curves, label: str) -> None:
     grid, mean, std = _band(curves)
     ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
     ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+    # Values as they are: an offset ("+2.5e-1" over ticks like 0.00008) hides what w_z is.
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
