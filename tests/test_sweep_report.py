@@ -212,6 +212,10 @@ def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_fai
      "doesn't have a parameter named 'lamm'"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--gin_bindings", "PolicyCorrection.lamm = 1.0"],
      "gin_configs/tiny_picor.gin: Configurable 'PolicyCorrection' doesn't have a parameter named 'lamm'"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--gin_bindings", "Experiment.total_env_steps = -5"],
+     "gin_configs/tiny_picor.gin: Experiment.total_env_steps must be >= 1, got -5"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--gin_bindings", "Experiment.task_set = @TaskSubset()",
+      "TaskSubset.task_set = @PointGoals()", "TaskSubset.tasks = ['goal9']"], "goal9"),
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
     assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2

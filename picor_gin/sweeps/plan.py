@@ -123,10 +123,16 @@ def _parsed(gin_file: str, bindings: Sequence[str]) -> Iterator[None]:
 
 
 def check_config(gin_file: str, bindings: Sequence[str]) -> None:
-    """Raises ValueError where launch/run.py would refuse the gin file and bindings: the sweep
-    says so once, before any run starts."""
+    """Raises ValueError where launch/run.py would refuse the gin file and bindings before it
+    builds anything (gin's parse and type checks, the Experiment's own: its budget, its task
+    set's names): the sweep says so once, before any run starts."""
+    from picor_gin.run.experiment import Experiment
+
     with _parsed(gin_file, bindings):
-        pass
+        try:
+            Experiment()
+        except Exception as error:  # noqa: BLE001  (any configurable's check of its arguments)
+            raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
 
 
 def subset_source_tasks(gin_file: str, bindings: Sequence[str]) -> list[str]:
