@@ -12,13 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.reports.collect import collect  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_root", type=Path)
-    parser.add_argument("results_root", type=Path)
+    parser = argparse.ArgumentParser(description=description(__doc__), formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("runs_root", type=Path, help="a sweep's --root, holding <arm>/seed<S> run folders")
+    parser.add_argument("results_root", type=Path, help="where <arm>/seed<S>/ copies of the small files go")
     args = parser.parse_args()
     if not args.runs_root.is_dir():
         print(f"error: no such folder: {args.runs_root}", file=sys.stderr)

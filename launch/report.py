@@ -34,13 +34,14 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.reports.paper import BENCHMARKS, TABLES  # noqa: E402
 from picor_gin.reports.tables import LOWER_IS_BETTER, METRICS, ReportError, build_report, paper_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description(__doc__),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT",
                         help="run folders, or folders to search for them (a sweep's --root)")
     parser.add_argument("--metric", choices=METRICS + LOWER_IS_BETTER, default=None,

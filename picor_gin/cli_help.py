@@ -10,7 +10,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     an unset switch, whose 'None' / 'False' would only be noise."""
 
     def _get_help_string(self, action: argparse.Action) -> str:  # only called for a flag with help
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in action.help:
+        says_nothing = action.default is None or action.default is False or action.default == []  # not 0
+        if says_nothing or action.default is argparse.SUPPRESS or "%(default)" in action.help:
             return action.help
         return f"{action.help} (default: %(default)s)"
 

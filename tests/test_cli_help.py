@@ -14,9 +14,10 @@ def test_help_shows_meaningful_defaults_only():
     parser.add_argument("--root", default=None, help="where the runs go")
     parser.add_argument("--dry_run", action="store_true", help="run nothing")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     text = " ".join(parser.format_help().split())
     assert "a job's time limit (default: 72:00:00)" in text
-    assert "bootstrap replications (default: 2000)" in text
+    assert "bootstrap replications (default: 2000)" in text and "bootstrap seed (default: 0)" in text
     assert "default: None" not in text and "default: False" not in text
     assert "one run per seed --root" in text and "run nothing" in text
 
