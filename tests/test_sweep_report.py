@@ -219,7 +219,8 @@ def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_fai
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
     assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2
-    assert problem in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert problem in err and "In call to configurable" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "sweep").exists()
 
 

@@ -78,8 +78,9 @@ def _syntax_problem(error: SyntaxError, bindings: Sequence[str]) -> str:
     return f"gin syntax error in {_failing_text(error, bindings)}: {message}"
 
 
-def _gin_problem(error: Exception, bindings: Sequence[str]) -> str:
-    """gin's refusal of the config in one line."""
+def gin_problem(error: Exception, bindings: Sequence[str]) -> str:
+    """gin's refusal of the config (or a configurable's, raised through gin) in one line; the
+    sweeps refuse a grid in the same words."""
     if isinstance(error, SyntaxError):
         return _syntax_problem(error, bindings)
     return _did_you_mean(_one_line(error))
@@ -183,7 +184,7 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
         experiment = Experiment()
     except Exception as error:  # noqa: BLE001  (gin's parse and type errors, any configurable's check)
         renamed = renamed_problem(gin_files, args.gin_bindings, CONFIG_ROOT)
-        raise BadInput(renamed or _gin_problem(error, args.gin_bindings)) from error
+        raise BadInput(renamed or gin_problem(error, args.gin_bindings)) from error
     finally:
         logging.disable(logging.NOTSET)
     if RUN_DIR_VARIABLE in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":

@@ -105,10 +105,10 @@ def plan(
 def _parsed(gin_file: str, bindings: Sequence[str]) -> Iterator[None]:
     """Parses a run's gin file and bindings as launch/run.py would (every configurable
     registered), for the block to query; clears gin after it. A config launch/run.py would
-    refuse (a misspelt name, a missing include) raises ValueError, in gin's words."""
+    refuse (a misspelt name, a missing include) raises ValueError, in launch/run.py's words."""
     import gin
 
-    import picor_gin.run.cli  # noqa: F401  (registers every configurable launch/run.py knows)
+    from picor_gin.run.cli import gin_problem  # importing it registers every configurable launch/run.py knows
 
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO))
@@ -116,7 +116,7 @@ def _parsed(gin_file: str, bindings: Sequence[str]) -> Iterator[None]:
         try:
             gin.parse_config_files_and_bindings([gin_file], list(bindings), skip_unknown=False)
         except Exception as error:  # noqa: BLE001  (gin's parse errors, a missing include's OSError)
-            raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
+            raise ValueError(f"{gin_file}: {gin_problem(error, bindings)}") from error
         yield
     finally:
         gin.clear_config()
@@ -126,13 +126,14 @@ def check_config(gin_file: str, bindings: Sequence[str]) -> None:
     """Raises ValueError where launch/run.py would refuse the gin file and bindings before it
     builds anything (gin's parse and type checks, the Experiment's own: its budget, its task
     set's names): the sweep says so once, before any run starts."""
+    from picor_gin.run.cli import gin_problem
     from picor_gin.run.experiment import Experiment
 
     with _parsed(gin_file, bindings):
         try:
             Experiment()
         except Exception as error:  # noqa: BLE001  (any configurable's check of its arguments)
-            raise ValueError(f"{gin_file}: {' '.join(str(error).split())}") from error
+            raise ValueError(f"{gin_file}: {gin_problem(error, bindings)}") from error
 
 
 def subset_source_tasks(gin_file: str, bindings: Sequence[str]) -> list[str]:
