@@ -141,6 +141,7 @@ def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(
     runs_root = tmp_path / "runs"
     _fake_run(runs_root / "tiny_picor" / "seed0", "tiny_picor", 0)
     _fake_run(runs_root / "tiny_picor" / "seed1", "tiny_picor", 1, finished=False)
+    _fake_run(runs_root / "tiny_picor" / "seed2.discarded", "tiny_picor", 2)  # set aside by hand: not a result
     written = collect(runs_root, tmp_path / "results")
     assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
     assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]

@@ -5,6 +5,7 @@ event files, so every table and figure of a study can be drawn again from a clon
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -35,10 +36,13 @@ def read_scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.n
 
 def collect(runs_root: Path, results_root: Path, prefixes: Sequence[str] = PER_TASK_PREFIXES) -> list[Path]:
     """Copies every finished run <runs_root>/<arm>/seed<S> to <results_root>/<arm>/seed<S>;
-    returns the folders written. Unfinished runs (no summary.json) are left out."""
+    returns the folders written. Unfinished runs (no summary.json) are left out, and so are
+    folders set aside under another name (seed<S>.stale<N>, or any seed<S>.<why>)."""
     written = []
     for summary in sorted(runs_root.glob("*/seed*/summary.json")):
         run_dir = summary.parent
+        if not re.fullmatch(r"seed\d+", run_dir.name):
+            continue
         target = results_root / run_dir.parent.name / run_dir.name
         target.mkdir(parents=True, exist_ok=True)
         for name in SMALL_FILES:
