@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--task_counts", type=int, nargs="+", default=[1, 2, 4, 10])
     parser.add_argument("--iterations", type=int, default=300, help="timed iterations per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--gin_bindings", nargs="*", default=[], help="'X.y = v' for every build")
+    parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' for every build")
     args = parser.parse_args()
 
     all_tasks = _build(args.config, args.gin_bindings).data.task_set.names

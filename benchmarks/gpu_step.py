@@ -45,7 +45,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="untimed updates before each cell (compilation)")
     parser.add_argument("--learner", default=os.environ.get("LEARNER", "MultiTaskLearner"),
                         help="gin name of the LightningModule, for <learner>.compile_mode")
-    parser.add_argument("--bindings", nargs="*", default=[], help="gin bindings applied after each config")
+    parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' applied after each config")
     parser.add_argument("--budget_s", type=float, default=0.0, help="start no cell after this many seconds (0: no limit)")
     return parser.parse_args()
 
@@ -117,7 +117,7 @@ def main() -> int:
     cells: dict[tuple[str, str], str] = {}
     failed = False
     for config in args.configs:
-        bindings = [*device_bindings, *args.bindings]
+        bindings = [*device_bindings, *args.gin_bindings]
         try:
             built = throughput._build(config, bindings)
             data, eager = built.data, built.module

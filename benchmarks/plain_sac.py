@@ -1,6 +1,6 @@
 """Plain-torch SAC update loop: the reference that picor-gin's `training_step` is timed against.
 
-    python benchmarks/plain_sac.py [--obs-dim 49 --action-dim 4 --num-tasks 10] [--updates 300]
+    python benchmarks/plain_sac.py [--obs_dim 49 --action_dim 4 --num_tasks 10] [--updates 300]
 
 What a researcher writes by hand with nothing but torch: Linear/ReLU MLPs, a tanh-Gaussian actor,
 twin critics with a Polyak target, one temperature per task and three Adam optimizers. It does
@@ -140,11 +140,11 @@ def updates_per_second(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--obs-dim", type=int, default=49, help="MT10: 39 + one-hot of 10 tasks")
-    parser.add_argument("--action-dim", type=int, default=4)
-    parser.add_argument("--num-tasks", type=int, default=10)
-    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[512, 512])
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--obs_dim", type=int, default=49, help="MT10: 39 + one-hot of 10 tasks")
+    parser.add_argument("--action_dim", type=int, default=4)
+    parser.add_argument("--num_tasks", type=int, default=10)
+    parser.add_argument("--hidden_sizes", type=int, nargs="+", default=[512, 512])
+    parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()

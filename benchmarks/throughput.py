@@ -278,7 +278,7 @@ def table(rows: dict[str, tuple[dict[str, float], bool]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny_picor", "tiny_mtsac"])
-    parser.add_argument("--bindings", nargs="*", default=[], help="gin bindings applied after each config")
+    parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' applied after each config")
     parser.add_argument("--updates", type=int, default=300, help="timed updates per figure and round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain/framework rounds")
     parser.add_argument("--warmup", type=int, default=20, help="untimed updates before each round")
@@ -291,7 +291,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     rows = {
         config: measure(
-            config, args.bindings, args.updates, args.rounds, args.warmup, args.compiled, args.ddp_env_steps
+            config, args.gin_bindings, args.updates, args.rounds, args.warmup, args.compiled, args.ddp_env_steps
         )
         for config in args.configs
     }

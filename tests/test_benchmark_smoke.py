@@ -54,7 +54,7 @@ def test_throughput_prints_the_ratio_to_plain_sac_the_correction_cost_and_marks_
         [
             sys.executable, str(REPO / "benchmarks" / "throughput.py"),
             "--configs", "tiny_mtsac", "tiny_picor", "--updates", "3", "--warmup", "1", "--rounds", "1",
-            "--bindings", "HIDDEN_SIZES = (8, 8)", "MultiTaskData.batch_size = 8",
+            "--gin_bindings", "HIDDEN_SIZES = (8, 8)", "MultiTaskData.batch_size = 8",
             "MultiTaskData.warmup_env_steps_per_task = 8",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600,
