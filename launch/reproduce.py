@@ -6,17 +6,21 @@ grid from the shipped gin files, runs or submits it, prints the table beside the
         --backend slurm --partition P --gpus_per_job 1 --time 72:00:00                   # the paper's budget
 
 Cell C of the table runs gin_configs/[ablation/]<benchmark>_<C>.gin into <root>/<its stem>/seed<S>
-(root: runs/reproduce/<table>_<benchmark>). --scale multiplies every budget of every gin file
-(Experiment.total_env_steps, eval_every_env_steps, checkpoint_every_env_steps and
-MultiTaskData.warmup_env_steps_per_task) for a quick look. KTM-DRL's cell needs its teachers
-trained first (docs/ktm_drl.md: a sweep, then the student), which this one-stage grid does not
-schedule: it shows the paper's number and "not run". Re-launching the same command skips finished
-runs and resumes the others; the table is then `launch/report.py <root> --table T --benchmark B`.
+(root: runs/reproduce/<table>_<benchmark>, plus _scale<S> when scaled). --scale multiplies every
+budget of every gin file (Experiment.total_env_steps, eval_every_env_steps,
+checkpoint_every_env_steps and MultiTaskData.warmup_env_steps_per_task) for a quick look, but
+not a budget bound with --gin_bindings, and keeps at most 20 evaluations per run (a scaled
+warm-up below one batch per task repeats transitions in the first batches). KTM-DRL's cell needs
+its teachers trained first (docs/ktm_drl.md: a sweep, then the student), which this one-stage
+grid does not schedule: it shows the paper's number and "not run". Re-launching the same command
+skips finished runs and resumes the others (a root holding runs of other budgets is refused); the
+table is then `launch/report.py <root> --table T --benchmark B`.
 Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.reports import paper  # noqa: E402
+from picor_gin.reports.runs import parse_bindings  # noqa: E402
 from picor_gin.reports.tables import ReportError, paper_table  # noqa: E402
 from picor_gin.sweeps.plan import PlannedRun, bad_input, bound_parameters, plan  # noqa: E402
 from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
@@ -33,12 +38,22 @@ BUDGETS = ("Experiment.total_env_steps", "Experiment.eval_every_env_steps",
            "Experiment.checkpoint_every_env_steps", "MultiTaskData.warmup_env_steps_per_task")
 
 
+TOTAL, EVAL_EVERY = BUDGETS[0], BUDGETS[1]
+MAX_SCALED_EVALUATIONS = 20  # an evaluation costs the same at any scale: a quick look stays quick
+
+
 def scaled_budgets(gin_file: str, bindings: Sequence[str], scale: float) -> list[str]:
-    """Bindings that multiply each of the gin file's budgets by `scale` (at least 1 env step)."""
+    """Bindings that multiply each of the gin file's budgets by `scale` (at least 1 env step),
+    with at most MAX_SCALED_EVALUATIONS evaluations; a budget the user bound is theirs, as given."""
     if scale == 1:
         return []
+    own = parse_bindings("\n".join(bindings))
     values = bound_parameters(gin_file, bindings, BUDGETS)
-    return [f"{name} = {max(1, round(value * scale))}" for name, value in values.items()]
+    scaled = {name: max(1, round(values[name] * scale)) for name in BUDGETS if name not in own}
+    if EVAL_EVERY in scaled:
+        total = scaled.get(TOTAL, values[TOTAL])
+        scaled[EVAL_EVERY] = max(scaled[EVAL_EVERY], math.ceil(total / MAX_SCALED_EVALUATIONS))
+    return [f"{name} = {value}" for name, value in scaled.items()]
 
 
 def grid(table: str, benchmark: str, seeds: Sequence[int], root: Path, bindings: Sequence[str],
@@ -61,12 +76,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True,
                         help="one run per seed and arm (Experiment.seed)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every budget (e.g. 0.01 for a quick look)")
-    parser.add_argument("--root", type=Path, default=None, help="default runs/reproduce/<table>_<benchmark>")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="default runs/reproduce/<table>_<benchmark>, with _scale<S> unless --scale is 1")
     parser.add_argument("--gin_bindings", nargs="+", action="extend", default=[], help="'X.y = v' for every run")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the table's IQM CI")
     add_backend_arguments(parser)
     args = parser.parse_args(argv)
-    args.root = args.root or Path("runs") / "reproduce" / f"{args.table}_{args.benchmark}"
+    scaled = "" if args.scale == 1 else f"_scale{args.scale:g}"  # a quick look never mixes with the full grid
+    args.root = args.root or Path("runs") / "reproduce" / f"{args.table}_{args.benchmark}{scaled}"
     return args
 
 

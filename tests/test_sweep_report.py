@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +158,17 @@ def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     assert runs[3].set_aside_unresumable() == root / "tiny_mtsac" / "seed1.stale2"
 
 
+def test_sweep_refuses_a_root_whose_run_was_started_with_other_bindings(tmp_path):
+    # A finished run would be skipped, a started one resumed with its own budget: a table would mix budgets.
+    run_dir = tmp_path / "sweep" / "tiny_picor" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.gin").write_text("Experiment.seed = 0\nExperiment.total_env_steps = 500\n")
+    with pytest.raises(ValueError, match=r"seed0 was started with Experiment.total_env_steps = 500 \(not 5000\)"):
+        sweep.plan(["gin_configs/tiny_picor.gin"], [0], tmp_path / "sweep", ["Experiment.total_env_steps = 5_000"])
+    (run,) = sweep.plan(["gin_configs/tiny_picor.gin"], [0], tmp_path / "sweep", ["Experiment.total_env_steps = 5_00"])
+    assert run.run_dir == run_dir  # the same budget, spelt otherwise: the run is continued
+
+
 def test_sweep_resumes_a_run_whose_crash_left_only_the_previous_checkpoint(tmp_path):
     # checkpoint_files.promote renames last -> previous, then the new file -> last: a crash between
     # the two leaves previous.ckpt alone, which --resume starts from; the sweep must not restart it.
@@ -269,12 +281,21 @@ def test_paper_table_has_the_papers_columns_numbers_beside_ours_and_not_run_cell
 
 
 def test_reproduce_builds_the_grid_from_the_shipped_gin_files_with_scaled_budgets(tmp_path, capsys):
+    assert reproduce.parse_args(["table2", "--benchmark", "tiny", "--seeds", "0", "--scale", "0.1"]).root == \
+        Path("runs/reproduce/table2_tiny_scale0.1")  # never the full grid's root
+    assert reproduce.parse_args(["table2", "--benchmark", "tiny", "--seeds", "0"]).root == Path("runs/reproduce/table2_tiny")
     runs = reproduce.grid("table1", "tiny", [0, 1], tmp_path, ["PolicyCorrection.lam = 3.0"], scale=0.1)
     assert [run.name for run in runs[::2]] == [
         "tiny_picor/seed0", "tiny_mtsac/seed0", "tiny_mtmhsac/seed0", "tiny_soft_modular/seed0", "tiny_mtsac_pcgrad/seed0"]
     assert "skip   KTM-DRL: not in this grid" in capsys.readouterr().out
     assert runs[0].bindings == ("PolicyCorrection.lam = 3.0", "Experiment.total_env_steps = 500", "Experiment.eval_every_env_steps = 100",
                                 "Experiment.checkpoint_every_env_steps = 400", "MultiTaskData.warmup_env_steps_per_task = 25")
+    # A budget the user bound stays as bound; the scaled evaluations are at most 20 per run.
+    own = reproduce.grid("table1", "mt10", [0], tmp_path, ["Experiment.eval_every_env_steps = 2_500"], scale=0.01)[0]
+    assert own.bindings == ("Experiment.eval_every_env_steps = 2_500", "Experiment.total_env_steps = 50000",
+                            "Experiment.checkpoint_every_env_steps = 1000", "MultiTaskData.warmup_env_steps_per_task = 15")
+    few = reproduce.grid("table1", "mt10", [0], tmp_path, [], scale=0.01)[0]
+    assert "Experiment.eval_every_env_steps = 2500" in few.bindings  # 50,000 / 20, not the file's 50,000 x 0.01
     ablation = reproduce.grid("table2", "halfcheetah", [3], tmp_path, [], scale=1)
     assert [(run.gin_file, run.bindings) for run in ablation] == [
         (f"gin_configs/ablation/halfcheetah_{cell}.gin", ()) for cell in ("adaO_corO", "adaX_corO", "adaO_corX", "adaX_corX")]

@@ -61,17 +61,29 @@ def read_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.gin"
     if not path.is_file():
         raise ReportError(f"no config.gin in {run_dir}")
-    values = {}
     try:
-        for statement in config_parser.ConfigParser(path.read_text(), _TextDelegate()):
-            if isinstance(statement, config_parser.BindingStatement):
-                key = "/".join(filter(None, (statement.scope, statement.selector)))
-                values[f"{key}.{statement.arg_name}" if statement.arg_name else key] = statement.value
+        values = parse_bindings(path.read_text())
     except SyntaxError as error:
         raise ReportError(f"{path}: not a gin config ({error.msg})") from error
     name = values.pop(NAME_KEY, run_dir.name)
     seed = values.pop(SEED_KEY, None)
     return RunConfig(str(name), seed, tuple(sorted((key, repr(value)) for key, value in values.items())))
+
+
+def parse_bindings(text: str) -> dict[str, object]:
+    """Each binding of gin `text` (a config.gin, or --gin_bindings lines), keyed
+    '[scope/]Configurable.param' (or the macro's name), its value parsed: `5_000` and `5000` are
+    one value. References and macros stay text; imports are left out.
+
+    Raises:
+        SyntaxError: `text` is not gin.
+    """
+    values = {}
+    for statement in config_parser.ConfigParser(text, _TextDelegate()):
+        if isinstance(statement, config_parser.BindingStatement):
+            key = "/".join(filter(None, (statement.scope, statement.selector)))
+            values[f"{key}.{statement.arg_name}" if statement.arg_name else key] = statement.value
+    return values
 
 
 def _run_folders(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:

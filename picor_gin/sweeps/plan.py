@@ -95,10 +95,30 @@ def plan(
             continue
         for task in subset_source_tasks(gin_file, bindings):
             arms.append((f"{stem}_{task}", gin_file, (*bindings, f"TaskSubset.tasks = [{task!r}]")))
-    return [
+    runs = [
         PlannedRun(f"{arm}/seed{seed}", gin_file, seed, root / arm / f"seed{seed}", arm_bindings)
         for arm, gin_file, arm_bindings in arms for seed in seeds
     ]
+    for run in runs:
+        if differences := _started_otherwise(run):
+            raise ValueError(
+                f"{run.run_dir} was started with {'; '.join(differences)}: a finished run would be "
+                "skipped and a started one resumed as it began; use another --root"
+            )
+    return runs
+
+
+def _started_otherwise(run: PlannedRun) -> list[str]:
+    """The bindings of the sweep that the run already in `run.run_dir` was started without, as
+    'X.y = started (not asked)'; none where the folder holds no run yet."""
+    from picor_gin.reports.runs import parse_bindings
+
+    config = run.run_dir / "config.gin"
+    if not config.is_file():
+        return []
+    started, asked = parse_bindings(config.read_text()), parse_bindings("\n".join(run.bindings))
+    return [f"{key} = {started[key]!r} (not {value!r})"
+            for key, value in asked.items() if key in started and started[key] != value]
 
 
 @contextlib.contextmanager
