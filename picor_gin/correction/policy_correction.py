@@ -125,21 +125,25 @@ class PolicyCorrection(nn.Module):
             logging: whether to return diagnostics (they cost forward passes).
 
         Returns:
-            Detached diagnostics when `logging` (the KL, gain and violation at pi'_t and after the
-            phase, the constraint form's, the share of updates it moved the actor, and "weight"
-            of shape [N]); else nothing.
+            Detached diagnostics when `logging` (the divergence of pi'_t from pi_t, the gain and
+            violation at pi'_t, the KL, gain and violation after the phase, the constraint form's,
+            and "weight" of shape [N]); else nothing.
         """
         weights = self.weights(backbone, recent_return)
         baseline = backbone.value_baseline(states, pi_t)
         problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("noise", None), processes)
         if logging:
             problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
+            with torch.no_grad():  # how far the optimization phase moved the policy from pi_t
+                kl_optimization = problem.kl(pi_t)
         terms, moved = self.solver.solve(problem, self.steps)
         self._active_updates += moved
         self._corrected_updates += 1
         if not logging:
             return {}
         diagnostics = correction_diagnostics(terms, self.constraint, weights)
+        del diagnostics["kl"]  # the divergence of pi'_t from itself: 0 by construction
+        diagnostics["kl_optimization"] = kl_optimization
         with torch.no_grad():  # where the phase left the policy (before it, the KL to pi'_t is 0)
             after = problem.loss(problem.snapshot())
         diagnostics.update({f"{k}_after": v for k, v in correction_diagnostics(after, self.constraint, weights).items()})
