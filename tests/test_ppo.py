@@ -278,3 +278,5 @@ def test_two_process_ddp_picor_ppo_run_stays_in_sync_and_counts_each_process_rol
     events.Reload()
     shares = [e.value for e in events.Scalars("train/constraint_active_share")]
     assert shares and max(shares) > 0  # the correction moved the actor on some updates
+    # pi_t read from the rollout is actions and log-probs, no distribution: PPO's train/kl_approx says how far it moved.
+    assert "train/kl_optimization" not in events.Tags()["scalars"] and "train/kl_approx" in events.Tags()["scalars"]

@@ -132,10 +132,14 @@ class PolicyCorrection(nn.Module):
         weights = self.weights(backbone, recent_return)
         baseline = backbone.value_baseline(states, pi_t)
         problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("noise", None), processes)
+        # How far the optimization phase moved the policy from pi_t, where pi_t is a distribution
+        # (PPO's is the rollout's actions and log-probs: its move is PPO's own train/kl_approx).
+        kl_optimization = {}
         if logging:
             problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
-            with torch.no_grad():  # how far the optimization phase moved the policy from pi_t
-                kl_optimization = problem.kl(pi_t)
+            if "loc" in pi_t.keys():
+                with torch.no_grad():
+                    kl_optimization["kl_optimization"] = problem.kl(pi_t)
         terms, moved = self.solver.solve(problem, self.steps)
         self._active_updates += moved
         self._corrected_updates += 1
@@ -143,7 +147,7 @@ class PolicyCorrection(nn.Module):
             return {}
         diagnostics = correction_diagnostics(terms, self.constraint, weights)
         del diagnostics["kl"]  # the divergence of pi'_t from itself: 0 by construction
-        diagnostics["kl_optimization"] = kl_optimization
+        diagnostics.update(kl_optimization)
         with torch.no_grad():  # where the phase left the policy (before it, the KL to pi'_t is 0)
             after = problem.loss(problem.snapshot())
         diagnostics.update({f"{k}_after": v for k, v in correction_diagnostics(after, self.constraint, weights).items()})
