@@ -22,11 +22,14 @@ class Backbone(nn.Module, abc.ABC):
         policy: TorchRL module reading "observation", writing "action" (collection and evaluation).
         task_stat_names: the keys of `task_stats()`, so a weighting rule's needs are checked
             when the experiment is built rather than at the first update.
+        pi_t_is_a_snapshot: whether `pi_t_snapshot` is a `policy_snapshot`, which `divergence`
+            can measure from; not where pi_t is read from the states (an on-policy rollout).
     """
 
     gamma: float
     policy: TensorDictModuleBase
     task_stat_names: frozenset[str] = frozenset()
+    pi_t_is_a_snapshot: bool = True
 
     def __init__(self, gamma: float, target_update_rate: float | None):
         """`target_update_rate` None: the backbone has no target networks (PPO)."""

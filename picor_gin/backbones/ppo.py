@@ -49,6 +49,8 @@ class PPO(Backbone):
             the advantage as GAE gives it.
     """
 
+    pi_t_is_a_snapshot = False
+
     def __init__(
         self,
         obs_dim: int,

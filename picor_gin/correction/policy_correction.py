@@ -132,12 +132,12 @@ class PolicyCorrection(nn.Module):
         weights = self.weights(backbone, recent_return)
         baseline = backbone.value_baseline(states, pi_t)
         problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("noise", None), processes)
-        # How far the optimization phase moved the policy from pi_t, where pi_t is a distribution
+        # How far the optimization phase moved the policy from pi_t, where pi_t is a snapshot
         # (PPO's is the rollout's actions and log-probs: its move is PPO's own train/kl_approx).
         kl_optimization = {}
         if logging:
             problem.snapshot()  # pi'_t, kept for the "after" diagnostics below
-            if "loc" in pi_t.keys():
+            if backbone.pi_t_is_a_snapshot:
                 with torch.no_grad():
                     kl_optimization["kl_optimization"] = problem.kl(pi_t)
         terms, moved = self.solver.solve(problem, self.steps)
