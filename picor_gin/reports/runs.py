@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from gin import config_parser
+from picor_gin.run.config_text import parse_bindings
 
 SEED_KEY = "Experiment.seed"
 NAME_KEY = "Experiment.name"
@@ -25,25 +25,6 @@ Bindings = tuple[tuple[str, str], ...]  # (key, value as gin text), sorted by ke
 
 class ReportError(ValueError):
     """Nothing to report, or runs that cannot be reported together: one line for the user."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _GinText:
-    """A reference (@name, @name()) or macro (%name) kept as the text gin writes, unresolved, so a
-    config.gin naming configurables this checkout lacks (an older result folder) still parses."""
-
-    text: str
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-class _TextDelegate(config_parser.ParserDelegate):
-    def configurable_reference(self, scoped_configurable_name: str, evaluate: bool) -> _GinText:
-        return _GinText(f"@{scoped_configurable_name}{'()' if evaluate else ''}")
-
-    def macro(self, macro_name: str) -> _GinText:
-        return _GinText(f"%{macro_name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,22 +49,6 @@ def read_config(run_dir: Path) -> RunConfig:
     name = values.pop(NAME_KEY, run_dir.name)
     seed = values.pop(SEED_KEY, None)
     return RunConfig(str(name), seed, tuple(sorted((key, repr(value)) for key, value in values.items())))
-
-
-def parse_bindings(text: str) -> dict[str, object]:
-    """Each binding of gin `text` (a config.gin, or --gin_bindings lines), keyed
-    '[scope/]Configurable.param' (or the macro's name), its value parsed: `5_000` and `5000` are
-    one value. References and macros stay text; imports are left out.
-
-    Raises:
-        SyntaxError: `text` is not gin.
-    """
-    values = {}
-    for statement in config_parser.ConfigParser(text, _TextDelegate()):
-        if isinstance(statement, config_parser.BindingStatement):
-            key = "/".join(filter(None, (statement.scope, statement.selector)))
-            values[f"{key}.{statement.arg_name}" if statement.arg_name else key] = statement.value
-    return values
 
 
 def _run_folders(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:

@@ -111,7 +111,7 @@ def plan(
 def _started_otherwise(run: PlannedRun) -> list[str]:
     """The bindings of the sweep that the run already in `run.run_dir` was started without, as
     'X.y = started (not asked)'; none where the folder holds no run yet."""
-    from picor_gin.reports.runs import parse_bindings
+    from picor_gin.run.config_text import parse_bindings
 
     config = run.run_dir / "config.gin"
     if not config.is_file():
