@@ -1,6 +1,7 @@
 """Shared fixtures: gin state is global, so every test starts from a clean slate."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -60,3 +61,12 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     code = cli.main(list(args))
     return code, capsys.readouterr().err
+
+
+def load_launch_script(name: str):
+    """launch/<name>.py as a module, for tests that call its main() in-process."""
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from picor_gin.cli_help import DefaultsHelpFormatter, description
+from tests.conftest import load_launch_script
 
 
 def test_help_shows_meaningful_defaults_only():
@@ -29,3 +32,16 @@ def test_description_is_the_first_paragraph_on_one_line():
         python launch/sweep.py ...
     """
     assert description(doc) == "Runs gin files x seeds: here or on SLURM."
+
+
+@pytest.mark.parametrize("script, phrases", [
+    ("report", ["RUN_OR_ROOT run folders, or folders to search for them",
+                "bootstrap replications (default: 2000)", "bootstrap seed (default: 0)"]),
+    ("plot", ["RUN_OR_ROOT run folders, or folders to search for them", "folder for the PNG files (default: plots)"]),
+])
+def test_each_launch_scripts_help_names_its_paths_and_defaults(script, phrases, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_launch_script(script).main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(phrase in text for phrase in phrases), text

@@ -1,7 +1,6 @@
 """launch/plot.py reads run folders' own logs and writes PNG figures of the stated size."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from picor_gin.reports import plots
-from tests.conftest import REPO
+from tests.conftest import REPO, load_launch_script
 
 
 def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str = "",
@@ -35,14 +34,7 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
         (run_dir / "summary.json").write_text(json.dumps(rows[-1]) + "\n")
 
 
-def _load_plot_script():
-    spec = importlib.util.spec_from_file_location("launch_plot", REPO / "launch" / "plot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plot = _load_plot_script()
+plot = load_launch_script("plot")
 
 
 @pytest.fixture
@@ -124,15 +116,6 @@ def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn)
     assert drawn.keys() == {"mean_score.png", "per_task_score.png", "forgetting.png", "task_weights.png"}
     for name, (_, offsets) in drawn.items():
         assert offsets and offsets == [""] * len(offsets), name
-
-
-def test_plot_help_shows_defaults_and_what_the_paths_are(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        plot.main(["--help"])
-    assert exit_.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    assert "RUN_OR_ROOT run folders, or folders to search for them" in text
-    assert "folder for the PNG files (default: plots)" in text
 
 
 def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(tmp_path):

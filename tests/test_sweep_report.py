@@ -2,7 +2,6 @@
 their final metric over seeds (mean ± std, rliable IQM with a bootstrap CI)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import shutil
@@ -18,20 +17,12 @@ from picor_gin.sweeps.local import run_locally
 from picor_gin.reports.runs import find_runs, group_by_arm
 from picor_gin.reports.tables import ReportError, build_report, paper_table
 from picor_gin.sweeps.plan import PlannedRun
-from tests.conftest import REPO
+from tests.conftest import REPO, load_launch_script
 
 
-def _load_launch_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep = _load_launch_script("sweep")
-report = _load_launch_script("report")
-reproduce = _load_launch_script("reproduce")
+sweep = load_launch_script("sweep")
+report = load_launch_script("report")
+reproduce = load_launch_script("reproduce")
 
 SCORES = {  # final mean_score per seed
     "tiny_mtsac": [0.1, 0.4, 0.5, 0.9],  # IQM: mean of the middle two = 0.45
@@ -426,15 +417,6 @@ def test_report_skips_logs_and_set_aside_folders_and_names_unfinished_runs_on_st
     assert report.main([str(runs_root), "--reps", "100"]) == 0
     unfinished = runs_root / "tiny_picor" / "seed99"
     assert capsys.readouterr().err == f"skipped 1 unfinished run(s) (no summary.json): {unfinished}\n"
-
-
-def test_report_help_shows_defaults_and_what_the_paths_are(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        report.main(["--help"])
-    assert exit_.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    assert "RUN_OR_ROOT run folders, or folders to search for them" in text
-    assert "bootstrap replications (default: 2000)" in text and "bootstrap seed (default: 0)" in text
 
 
 def test_paper_table_refuses_a_cell_whose_runs_are_two_configs(tmp_path):
