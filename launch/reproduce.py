@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
 from picor_gin.reports import paper  # noqa: E402
-from picor_gin.run.config_text import parse_bindings  # noqa: E402
 from picor_gin.reports.tables import ReportError, paper_table  # noqa: E402
+from picor_gin.run.config_text import parse_bindings  # noqa: E402
 from picor_gin.sweeps.plan import PlannedRun, bad_input, bound_parameters, plan  # noqa: E402
 from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
 
