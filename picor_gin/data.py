@@ -54,6 +54,7 @@ class Batch:
         recent_return: each task's mean return over its last training episodes, [N]; NaN for
             a task with no finished episode yet.
         env_steps: global environment steps collected so far.
+        tasks: the ids of the tasks `task` holds, known without reading the device.
         critic: transitions for the critic's loss, stratified over every task's buffer, [B];
             None where the critic trains on `task` (Algorithm 1).
         stage: OFFLINE for a batch of the offline stage (from the objective's replay, at env
@@ -64,6 +65,7 @@ class Batch:
     correction: TensorDictBase
     recent_return: torch.Tensor
     env_steps: int
+    tasks: tuple[int, ...]
     critic: TensorDictBase | None = None
     stage: str = ONLINE
 
@@ -73,6 +75,7 @@ class Batch:
             self.correction.to(device),
             self.recent_return.to(device),
             self.env_steps,
+            self.tasks,
             None if self.critic is None else self.critic.to(device),
             self.stage,
         )
@@ -416,7 +419,7 @@ class MultiTaskData(TaskEnvData):
         if self.critic_on_every_task:
             per_task = len(tasks) * self.batch_size // self.task_set.num_tasks  # the task batch's size
             critic = self._from_every_task(per_task, TRANSITION_KEYS).reshape(-1)
-        return Batch(task_batch, correction, self.recent_return(correction.device), self.env_steps, critic)
+        return Batch(task_batch, correction, self.recent_return(correction.device), self.env_steps, tuple(tasks), critic)
 
     def sample_offline(self) -> Batch:
         """An offline-stage batch: `batch_size` transitions of every task's offline buffer, and
@@ -427,7 +430,8 @@ class MultiTaskData(TaskEnvData):
         task_batch = self._from_every_task(self.batch_size, ("observation", "action"), buffers).reshape(-1)
         correction = self._from_every_task(self.correction_states_per_task, ["observation"], buffers)
         recent_return = torch.full((self.task_set.num_tasks,), math.nan, device=correction.device)
-        return Batch(task_batch, correction, recent_return, self.env_steps, stage=OFFLINE)
+        every_task = tuple(range(self.task_set.num_tasks))
+        return Batch(task_batch, correction, recent_return, self.env_steps, every_task, stage=OFFLINE)
 
     def _from_every_task(
         self,

@@ -129,6 +129,7 @@ class MultiTaskLearner(L.LightningModule):
         for optimizer in phase_optimizers:
             optimizer.zero_grad()
         groups = self.backbone.parameter_groups()
+        self.backbone.start_update(batch.tasks)
         objective = functools.partial(self.objective.losses, self.backbone, self._losses, batch.stage)
         losses = self.gradient_surgery.backward(objective, batch, groups, self.manual_backward, self.num_tasks)
         logging_now = (self.updates + 1) % self.log_every_updates == 0

@@ -189,7 +189,7 @@ class RolloutData(TaskEnvData):
         num_tasks, per_task = self.rollout.shape
         index = torch.randint(per_task, (num_tasks, self.correction_states_per_task), device=self.rollout.device)
         correction = self.rollout[torch.arange(num_tasks, device=index.device).unsqueeze(1), index]
-        return Batch(minibatch, correction, self.recent_return(index.device), self.env_steps)
+        return Batch(minibatch, correction, self.recent_return(index.device), self.env_steps, tuple(self.trained_tasks))
 
     @property
     def collection_trained(self) -> bool:

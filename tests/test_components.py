@@ -57,7 +57,7 @@ def test_td3_backbone_by_its_gin_file(tmp_path):
     run, initial, scalars = _train(tmp_path, [], gin_file="gin_configs/tiny_picor_td3.gin")
     backbone = run.module.backbone
     assert isinstance(backbone, TD3) and isinstance(run.module.correction.weighting, SoftmaxReturnWeights)
-    assert backbone.critic_updates == UPDATES
+    assert sum(backbone.task_updates) == UPDATES  # one task per update
     for name, p in backbone.actor.named_parameters():
         assert not torch.equal(p, initial[f"backbone.actor.{name}"])
     assert "train/loss_actor" in scalars and not any(tag.startswith("train/entropy/") for tag in scalars)

@@ -43,7 +43,7 @@ def _linear_task_losses(jacobian: torch.Tensor):
 
 def _three_task_batch() -> Batch:
     task = TensorDict({"task_id": torch.tensor([2, 0, 1, 1, 0, 2])}, batch_size=[6])
-    return Batch(task=task, correction=task, recent_return=torch.zeros(3), env_steps=0)
+    return Batch(task=task, correction=task, recent_return=torch.zeros(3), env_steps=0, tasks=(0, 1, 2))
 
 
 def _step(surgery: TorchJDAggregation, jacobian: torch.Tensor = JACOBIAN) -> tuple[torch.Tensor, dict]:
@@ -174,7 +174,7 @@ def test_surgery_keeps_td3s_delay_once_per_update_not_once_per_task():
     )
     trainer = _fit(module, _all_task_batches(module, 4))
     actor_optimizer, critic_optimizer = trainer.optimizers[:2]
-    assert module.backbone.critic_updates == 4
+    assert module.backbone.task_updates == [4] * 4
     assert all(s["step"] == 4 for s in critic_optimizer.state.values())
     assert all(s["step"] == 2 for s in actor_optimizer.state.values())  # policy_delay = 2
 

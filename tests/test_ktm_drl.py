@@ -86,14 +86,14 @@ def test_online_actor_loss_is_minus_student_q1_plus_teacher_q1():
     student = _student()
     student.critic = student.target_critic = FixedQ(1.0, 5.0)
     student.target_actor = student.actor
-    student.critic_updates = 1  # the update closing the policy delay of 2: the actor's turn
+    student.task_updates = [1, 1]  # the update closing the policy delay of 2: the actor's turn
     ktm = _ktm(FixedQ(2.0, 0.0), FixedQ(-1.0, 3.0))
     terms = ktm.losses(student, student.losses, ONLINE, _batch())
     # Student Q1(s, pi(s)) = pi + s1: -1.5 + 2 = 0.5, 2.5 - 1 = 1.5; teacher Q1: -1, -3.5.
     assert terms["loss_actor"].item() == pytest.approx(-((0.5 - 1) + (1.5 - 3.5)) / 2)
     ktm.student_q_weight = 0.0  # the actor on its teachers' Q alone
     assert ktm.losses(student, student.losses, ONLINE, _batch())["loss_actor"].item() == pytest.approx(-(-1 - 3.5) / 2)
-    student.critic_updates = 0  # a critic-only update: no actor term, no teacher term
+    student.task_updates = [0, 0]  # a critic-only update: no actor term, no teacher term
     assert "loss_actor" not in ktm.losses(student, student.losses, ONLINE, _batch())
 
 

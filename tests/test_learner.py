@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from picor_gin.backbones import SAC
+from picor_gin.backbones import SAC, TD3
 from picor_gin.correction.constraints import LagrangePenalty
 from picor_gin.correction.solvers import PenaltyDescent
 from picor_gin.data import MultiTaskData
@@ -50,6 +50,15 @@ def _fit(module: MultiTaskLearner, batches) -> L.Trainer:
     loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
     trainer.fit(module, train_dataloaders=loader)
     return trainer
+
+
+def test_the_backbone_learns_each_updates_tasks_from_the_batch():
+    """Round robin over 4 tasks: TD3 counts its policy delay per task from the tasks the learner
+    passes it, so 8 updates are 2 of each task's."""
+    module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
+                              backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))))
+    _fit(module, _batches(module, 8))
+    assert module.backbone.task_updates == [2, 2, 2, 2]
 
 
 class _CountingDescent(PenaltyDescent):

@@ -80,16 +80,42 @@ def test_actor_loss_and_target_updates_come_every_policy_delay_critic_updates():
     td3.update_targets()
     assert "loss_actor" in second
     assert all(targets_moved())  # critic and actor targets, on the delayed update only
-    assert td3.critic_updates == 2
+    assert td3.task_updates == [2] * NUM_TASKS  # a batch of every task advances every task
 
 
-def test_the_update_counter_is_saved_with_the_state_dict():
+def test_tasks_trained_in_turn_each_get_the_actors_update_every_policy_delay_of_their_own_updates():
+    """Round robin over an even task count with a delay of 2: one counter for all tasks would
+    give the actor's update to the odd turns' tasks only."""
+    td3 = _td3(policy_delay=2)
+    actor_updates = []
+    for turn in range(2 * NUM_TASKS):
+        task = turn % NUM_TASKS
+        batch = _batch()
+        batch["task_id"] = torch.full_like(batch["task_id"], task)
+        td3.start_update([task])
+        if "loss_actor" in td3.losses(batch):
+            actor_updates.append(task)
+        td3.update_targets()
+    assert actor_updates == list(range(NUM_TASKS))  # each task's second update, in the second round
+    assert td3.task_updates == [2] * NUM_TASKS
+
+
+def test_the_update_counters_are_saved_with_the_state_dict():
     td3 = _td3()
+    td3.start_update([2])
     td3.losses(_batch())
     td3.update_targets()
     restored = _td3()
     restored.load_state_dict(td3.state_dict())
-    assert restored.critic_updates == 1
+    assert restored.task_updates == [0, 0, 1, 0]
+
+
+def test_a_checkpoint_with_one_counter_for_all_tasks_gives_each_task_its_phase():
+    state = _td3().state_dict()
+    state["_extra_state"] = {"critic_updates": 3}
+    restored = _td3()
+    restored.load_state_dict(state)
+    assert restored.task_updates == [3] * NUM_TASKS
 
 
 def test_exploration_noise_is_added_only_when_exploring_and_actions_stay_in_bounds():

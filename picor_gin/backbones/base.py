@@ -7,6 +7,7 @@ snapshot of the policy on some states, the advantage A^{pi_t} and the divergence
 from __future__ import annotations
 
 import abc
+from typing import Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -58,6 +59,10 @@ class Backbone(nn.Module, abc.ABC):
         `update_targets` and leaves out a loss on the updates that skip it (its parameters then
         get no gradient).
         """
+
+    def start_update(self, tasks: Sequence[int]) -> None:
+        """Called once per update, before its losses, with the ids of the tasks its batch holds;
+        a backbone whose schedule counts each task's updates (TD3's policy delay) reads them."""
 
     @abc.abstractmethod
     def update_targets(self) -> None:

@@ -8,7 +8,7 @@ A^{pi_t}(s, a) = min_i Q_i(s, a) - min_i Q_i(s, mu_t(s)) uses the deterministic 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import gin
 import torch
@@ -54,7 +54,7 @@ class TD3(Backbone):
         exploration_noise: sigma of the Gaussian noise when collecting; also the shared standard
             deviation of the correction's divergence.
         policy_noise, noise_clip: target policy smoothing noise and its clip.
-        policy_delay: critic updates per actor and target update.
+        policy_delay: critic updates of a task per actor and target update on it (counted per task).
     """
 
     def __init__(
@@ -82,7 +82,8 @@ class TD3(Backbone):
         self.policy_noise = policy_noise
         self.noise_clip = noise_clip
         self.policy_delay = policy_delay
-        self.critic_updates = 0
+        self.task_updates = [0] * num_tasks  # each task's updates, for the delay
+        self._update_tasks = range(num_tasks)  # the tasks of the update under way
         self.actor = nn.Sequential(network.actor(obs_dim, action_dim, num_tasks), nn.Tanh())
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = network.critic(obs_dim, action_dim, num_tasks)
@@ -95,9 +96,18 @@ class TD3(Backbone):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"actor": list(self.actor.parameters()), "critic": list(self.critic.parameters())}
 
+    def start_update(self, tasks: Sequence[int]) -> None:
+        self._update_tasks = tasks
+
     def _actor_update_due(self) -> bool:
-        """Whether this update (the one `update_targets` will close) is a delayed actor update."""
-        return (self.critic_updates + 1) % self.policy_delay == 0
+        """Whether this update (the one `update_targets` will close) is a delayed actor update.
+
+        The delay counts each task's own updates, as KTM-DRL's code does: with one counter for
+        all, tasks trained in turn would get the actor's update only when their turn fell on a
+        multiple of the delay (with 2 and an even task count, half the tasks never would).
+        Tasks trained together advance together.
+        """
+        return (max(self.task_updates[z] for z in self._update_tasks) + 1) % self.policy_delay == 0
 
     def losses(self, batch: TensorDictBase, critic_batch: TensorDictBase | None = None) -> dict[str, torch.Tensor]:
         losses = self._critic_loss(batch if critic_batch is None else critic_batch)
@@ -129,7 +139,9 @@ class TD3(Backbone):
         if self._actor_update_due():
             polyak_update(self.target_critic, self.critic, self.target_update_rate)
             polyak_update(self.target_actor, self.actor, self.target_update_rate)
-        self.critic_updates += 1
+        for z in self._update_tasks:
+            self.task_updates[z] += 1
+        self._update_tasks = range(len(self.task_updates))
 
     @torch.no_grad()
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
@@ -161,8 +173,9 @@ class TD3(Backbone):
         return (action - reference).square().sum(-1) / (2 * self.exploration_noise**2)
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The update counter, so a resumed run keeps the actor's delay phase."""
-        return {"critic_updates": self.critic_updates}
+        """The update counters, so a resumed run keeps each task's delay phase."""
+        return {"task_updates": list(self.task_updates)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.critic_updates = state["critic_updates"]
+        # A checkpoint with one counter for all tasks gives every task its phase.
+        self.task_updates = list(state.get("task_updates") or [state["critic_updates"]] * len(self.task_updates))
