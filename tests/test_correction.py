@@ -293,13 +293,35 @@ def test_advantage_of_pi_t_itself_is_exactly_zero_only_with_shared_noise(shared)
     # Q(s, a) - k alpha log pi(a) minus the very same number; independent draws differ.
     sac = _sac(shared_correction_noise=shared)
     states = _states()
-    pi_t = sac.policy_snapshot(states["observation"])
+    pi_t = sac.pi_t_snapshot(states)
     baseline = sac.value_baseline(states, pi_t)
-    advantage, _ = sac.correction_terms(states, baseline, None, pi_t["noise"])
+    advantage, _ = sac.correction_terms(states, baseline, None, pi_t["correction_noise"])
     if shared:
         assert torch.allclose(advantage, torch.zeros_like(advantage), atol=1e-6)
     else:
         assert advantage.abs().mean() > 1e-3
+
+
+class _TwiceEvaluatingSolver(CorrectionSolver):
+    """Evaluates the loss at pi'_t twice, as a solver's check of the constraint and its step do."""
+
+    def solve(self, problem, steps):
+        self.task_gains = [problem.loss(None)["task_gains"] for _ in range(2)]
+        return {}, False
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_every_evaluation_of_one_phase_sees_the_same_draw(shared):
+    """Independent draws too are drawn once per phase: a check that finds the constraint
+    violated and a step that finds it satisfied would step the optimizer on a zero gradient."""
+    sac = _sac(shared_correction_noise=shared)
+    solver = _TwiceEvaluatingSolver()
+    correction = PolicyCorrection(sac, solver=solver)
+    states = _states()
+    processes = Processes(backward=lambda loss: loss.backward(), any_process=bool, mean_over_processes=lambda t: t)
+    correction.correct(sac, states, sac.pi_t_snapshot(states), torch.zeros(NUM_TASKS), None, processes, logging=False)
+    first, second = solver.task_gains
+    assert torch.equal(first, second)
 
 
 def test_advantage_is_read_from_the_chosen_critic():
@@ -310,9 +332,9 @@ def test_advantage_is_read_from_the_chosen_critic():
         for p in sac.critic.parameters():
             p.add_(0.5)
     states = _states()
-    pi_t = sac.policy_snapshot(states["observation"])
+    pi_t = sac.pi_t_snapshot(states)
     zero = torch.zeros(NUM_TASKS, STATES_PER_TASK)
-    gain, _ = sac.correction_terms(states, zero, None, pi_t["noise"])
+    gain, _ = sac.correction_terms(states, zero, None, pi_t["correction_noise"])
     alpha = sac.log_alpha.exp()[states["task_id"]]
     soft = lambda critic: critic(states["observation"], pi_t["action"]).min(-1).values - alpha * pi_t["log_prob"]
     assert torch.allclose(gain, soft(sac.target_critic), atol=1e-5)

@@ -15,7 +15,7 @@ from picor_gin.correction.solvers import (
     CorrectionProblem,
     PenaltyDescent,
     TrustRegionProjection,
-    check_steps,
+    check_solver,
     conjugate_gradient,
 )
 from picor_gin.networks import OneHotMLP
@@ -201,11 +201,32 @@ def test_conjugate_gradient_solves_a_symmetric_positive_definite_system():
 
 
 def test_a_projection_per_update_refuses_more_correction_steps():
-    check_steps(TrustRegionProjection(), 1)
-    check_steps(PenaltyDescent(), 5)
+    quadratic = QuadraticPenalty(lam=10.0, c=0.0, gamma=0.99)
+    check_solver(TrustRegionProjection(), quadratic, 1)
+    check_solver(PenaltyDescent(), quadratic, 5)
     for solver in (TrustRegionProjection(), ConstraintSizedStep()):
         with pytest.raises(ValueError, match="PolicyCorrection.steps = 1"):
-            check_steps(solver, 2)
+            check_solver(solver, quadratic, 2)
+
+
+def test_a_learned_multiplier_is_refused_by_the_solvers_that_step_on_the_violation():
+    lagrange = LagrangePenalty(lam=10.0, c=0.0, gamma=0.99)
+    check_solver(PenaltyDescent(), lagrange, 1)
+    for solver in (TrustRegionProjection(), ConstraintSizedStep()):
+        with pytest.raises(ValueError, match="bind PolicyCorrection.solver = @PenaltyDescent"):
+            check_solver(solver, lagrange, 1)
+
+
+@pytest.mark.parametrize("solver", [ConstraintSizedStep(), TrustRegionProjection()])
+def test_an_active_form_whose_violation_has_no_gradient_takes_no_step_and_is_not_counted_as_moved(solver):
+    """A positive multiplier makes the form active where the constraint holds; the violation's
+    gradient is then zero, so there is no step, and the update does not count as corrected."""
+    sac = _sac()
+    problem = _sac_problem(sac, -1e3, constraint=LagrangePenalty(lam=10.0, c=0.0, gamma=0.99, initial_multiplier=1.0))
+    pi_prime = _actor_state(sac)
+    _, moved = solver.solve(problem, steps=1)
+    assert not moved
+    assert all(torch.equal(p, q) for p, q in zip(sac.actor.parameters(), pi_prime))
 
 
 @pytest.mark.parametrize(

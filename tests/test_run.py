@@ -103,6 +103,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=PolicyCorrection.lam = -1.0"], "PolicyCorrection.lam must be >= 0"),
         (["--gin_bindings=PolicyCorrection.c = 0.5"], "PolicyCorrection.c must be <= 0"),
         (["--gin_bindings=PolicyCorrection.steps = 0"], "for no correction bind MultiTaskLearner.correction = None"),
+        (["--gin_bindings=PolicyCorrection.constraint = @LagrangePenalty"], "bind PolicyCorrection.solver = @PenaltyDescent()"),
         (["--gin_file=gin_configs/does_not_exist.gin"], "does_not_exist.gin"),
         (["--gin_bindings=UniformEveryK.k = 0"], "k must be >= 1"),
         (["--gin_bindings=MultiTaskData.batch_size = 0"], "batch_size must be >= 1"),

@@ -110,8 +110,8 @@ class Backbone(nn.Module, abc.ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A^{pi_t}(s, a; z) with a from pi_phi, differentiable in phi; divergence(pi_phi || pi'_t)).
 
-        `noise`: the draw of pi_t's snapshot ("noise"), which a stochastic backbone may reuse
-        so that pi_phi and pi_t are compared on the same draw.
+        `noise`: pi_t's "correction_noise", where its snapshot has one: the draw a stochastic
+        backbone takes pi_phi's action with at every evaluation of the phase; None draws afresh.
 
         `pi_prime` None means phi is pi'_t: the divergence is then taken to the policy's own
         detached outputs (zero, with the Fisher matrix as its Hessian), sparing a snapshot.

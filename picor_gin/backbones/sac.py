@@ -107,7 +107,7 @@ class SAC(Backbone):
         shared_correction_noise: the correction samples pi_phi's action with the noise pi_t's
             baseline action was drawn with (common random numbers), so the advantage of pi'_t
             measures the update's change instead of two independent draws' difference; False
-            draws it afresh, as the paper's estimator does.
+            draws it afresh, as the paper's estimator does (one draw per correction phase).
         advantage_critic: the critic A^{pi_t} is read from: "online" (the paper's) or "target",
             the Polyak average, which drifts less while the sampler dwells on another task.
     """
@@ -200,6 +200,15 @@ class SAC(Backbone):
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
         return tanh_gaussian_snapshot(self.actor, observation)
 
+    def pi_t_snapshot(self, states: TensorDictBase) -> TensorDictBase:
+        """pi_t, with the draw the correction takes pi_phi's action with ("correction_noise"):
+        pi_t's own (common random numbers) or an independent one, fixed for the whole phase so
+        that the solver's check of the constraint and its step see one sample."""
+        snapshot = super().pi_t_snapshot(states)
+        noise = snapshot["noise"]
+        snapshot["correction_noise"] = noise if self.shared_correction_noise else torch.randn_like(noise)
+        return snapshot
+
     @torch.no_grad()
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         alpha = self.log_alpha.exp()[states["task_id"]]
@@ -215,7 +224,7 @@ class SAC(Backbone):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         observation = states["observation"]
         loc, scale = self.actor(observation)
-        if noise is None or not self.shared_correction_noise:
+        if noise is None:
             noise = torch.randn_like(loc)
         action, log_prob = tanh_normal_sample(loc, scale, noise)
         alpha = self.log_alpha.detach().exp()[states["task_id"]]

@@ -21,7 +21,14 @@ def weighted_gain(task_gains: torch.Tensor, weights: torch.Tensor) -> torch.Tens
 
 
 class ConstraintForm(nn.Module, abc.ABC):
-    """Maps the per-task gains g [N] and weights w [N] to a differentiable penalty."""
+    """Maps the per-task gains g [N] and weights w [N] to a differentiable penalty.
+
+    Attributes:
+        acts_through_penalty: whether what sets it apart is in `penalty` alone, so that only a
+            solver descending the penalty (`PenaltyDescent`) can act on it.
+    """
+
+    acts_through_penalty: bool = False
 
     def __init__(self, lam: float, c: float, gamma: float):
         super().__init__()
@@ -96,6 +103,8 @@ class LagrangePenalty(ConstraintForm):
         multiplier_lr: dual ascent step size, in 1 / (units of Q).
         initial_multiplier: nu at the start, >= 0.
     """
+
+    acts_through_penalty = True
 
     def __init__(self, lam: float, c: float, gamma: float, multiplier_lr: float = 0.01, initial_multiplier: float = 0.0):
         super().__init__(lam, c, gamma)

@@ -34,7 +34,8 @@ def correction_loss(
         pi_prime: snapshot of pi'_t on the same states; None while the actor still is pi'_t
             (the first evaluation), which spares a forward pass.
         weights: w, shape [N].
-        noise: pi_t's action noise on the states, for backbones that share it (SAC).
+        noise: the draw pi_phi's action takes on the states (SAC's pi_t "correction_noise"),
+            the same at every evaluation of the phase; None for a backbone that draws none.
 
     Returns:
         "loss_correction"; "kl", the mean divergence to pi'_t; "task_gains", g of shape [N].

@@ -21,7 +21,7 @@ from torch import nn
 from picor_gin.backbones import Backbone
 from picor_gin.correction.constraints import ConstraintForm, QuadraticPenalty
 from picor_gin.correction.loss import correction_diagnostics, correction_loss
-from picor_gin.correction.solvers import ConstraintSizedStep, CorrectionProblem, CorrectionSolver, check_steps
+from picor_gin.correction.solvers import ConstraintSizedStep, CorrectionProblem, CorrectionSolver, check_solver
 from picor_gin.correction.weighting import SoftmaxAlphaWeights, WeightingRule
 from picor_gin.optimizers import OptimizerFactory, default_adam
 
@@ -86,7 +86,7 @@ class PolicyCorrection(nn.Module):
             )
         self.constraint = constraint(lam=lam, c=c, gamma=backbone.gamma)
         self.solver = solver or ConstraintSizedStep()
-        check_steps(self.solver, steps)
+        check_solver(self.solver, self.constraint, steps)
         self.steps = steps
         self.optimizer_factory = optimizer
         self._loss = correction_loss
@@ -131,7 +131,7 @@ class PolicyCorrection(nn.Module):
         """
         weights = self.weights(backbone, recent_return)
         baseline = backbone.value_baseline(states, pi_t)
-        problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("noise", None), processes)
+        problem = self._problem(backbone, states, baseline, weights, optimizer, pi_t.get("correction_noise", None), processes)
         # How far the optimization phase moved the policy from pi_t, where pi_t is a snapshot
         # (PPO's is the rollout's actions and log-probs: its move is PPO's own train/kl_approx).
         kl_optimization = {}

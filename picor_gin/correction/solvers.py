@@ -57,10 +57,13 @@ class CorrectionSolver(abc.ABC):
         max_steps: the most `PolicyCorrection.steps` the solver accepts; None for any number.
         differentiates_twice: whether it backpropagates through a gradient (torch.compile's
             graphs do not support that, so the correction loss stays eager).
+        descends_the_penalty: whether it steps on the constraint form's penalty; the others
+            size their step from its violation.
     """
 
     max_steps: int | None = None
     differentiates_twice: bool = False
+    descends_the_penalty: bool = False
 
     @abc.abstractmethod
     def solve(self, problem: CorrectionProblem, steps: int) -> tuple[dict[str, torch.Tensor], bool]:
@@ -86,6 +89,8 @@ class PenaltyDescent(CorrectionSolver):
     Skips the phase where pi'_t satisfies the constraint: there the loss has zero gradient, yet
     a stateful optimizer (Adam's momentum) would still move the actor.
     """
+
+    descends_the_penalty = True
 
     def solve(self, problem: CorrectionProblem, steps: int) -> tuple[dict[str, torch.Tensor], bool]:
         first, active = self._start(problem)
@@ -181,9 +186,10 @@ class TrustRegionProjection(CorrectionSolver):
         if not active:
             return first, False
         violation = problem.constraint.violation(first["task_gains"], problem.weights)
-        _add(problem.params, problem.mean_over_processes(self.step(violation, first["kl"], problem.params).detach()))
+        step = problem.mean_over_processes(self.step(violation, first["kl"], problem.params).detach())
+        _add(problem.params, step)
         problem.constraint.after_step(first["task_gains"].detach(), problem.weights)
-        return first, True
+        return first, bool(step.any())  # no step where the curvature was not positive
 
 
 @gin.configurable
@@ -224,7 +230,7 @@ class ConstraintSizedStep(CorrectionSolver):
         if kl > self.max_kl:
             _add(problem.params, (torch.sqrt(self.max_kl / kl) - 1) * step)
         problem.constraint.after_step(first["task_gains"].detach(), problem.weights)
-        return first, True
+        return first, bool(step.any())  # no step where the violation had no gradient
 
 
 @torch.no_grad()
@@ -234,11 +240,18 @@ def _add(params: list[nn.Parameter], flat_step: torch.Tensor) -> None:
         param.add_(delta.view_as(param))
 
 
-def check_steps(solver: CorrectionSolver, steps: int) -> None:
-    """Refuses a step count the solver cannot honour, naming both settings."""
+def check_solver(solver: CorrectionSolver, constraint: ConstraintForm, steps: int) -> None:
+    """Refuses a step count the solver cannot honour, or a constraint form it cannot act on,
+    naming the settings."""
     if solver.max_steps is not None and steps > solver.max_steps:
         raise ValueError(
             f"{type(solver).__name__} makes at most {solver.max_steps} correction step(s) per "
             f"update; bind PolicyCorrection.steps = {solver.max_steps} (got {steps})"
+        )
+    if constraint.acts_through_penalty and not solver.descends_the_penalty:
+        raise ValueError(
+            f"{type(constraint).__name__} acts through its penalty's gradient, which "
+            f"{type(solver).__name__} does not step on (it sizes its step from the violation); "
+            "bind PolicyCorrection.solver = @PenaltyDescent()"
         )
 
