@@ -4,9 +4,9 @@
 #   1. setup        bash scripts/setup.sh (torch==2.13.0: the CUDA wheel there); nvidia-smi -L,
 #                   torch, torch.version.cuda, torch.cuda.get_device_name()
 #   2. cuda tests   pytest -q tests -k "cuda or gpu" (exit 5, none selected, is a SKIP)
-#   3. run <config> one tiny run of each backbone through launch/run.py on the GPU (1_100 env
-#                   steps: 1_000 of warm-up, ~100 updates), exit 0 and summary.json, its
-#                   throughput keys
+#   3. run <config> one tiny run of each backbone (SAC, TD3, PPO) and of PCGrad through
+#                   launch/run.py on the GPU (1_100 env steps; SAC and TD3: 1_000 of warm-up,
+#                   ~100 updates), exit 0 and summary.json, its throughput keys
 #   4. compile table benchmarks/gpu_step.py: updates/s of training_step on cuda, eager vs
 #                   compile_mode 'default' vs 'reduce-overhead'
 #   5. ddp          with 2 or more GPUs: tiny_picor on 2 DDP processes
@@ -30,7 +30,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 1
 if [ "${GPU_CHECK_KEEP:-0}" = 1 ]; then echo "logs and run folders kept in $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 PIP_PROGRESS_BAR=off PIP_NO_INPUT=1
 
-CONFIGS=(tiny_picor tiny_mtsac tiny_picor_td3 tiny_mtsac_pcgrad)
+CONFIGS=(tiny_picor tiny_mtsac tiny_picor_td3 tiny_mtppo tiny_mtsac_pcgrad)
 NAMES=() VERDICTS=()
 record() { NAMES+=("$1"); VERDICTS+=("$2"); echo "   -> $2"; }
 header() { echo; echo "== $1  [t=$((SECONDS - START))s]"; }

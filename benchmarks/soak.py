@@ -123,7 +123,7 @@ def full_capacity_checkpoint() -> str:
         run_dir = Path(tmp) / "run"
         experiment, built = build("gin_configs/mt10_picor.gin", [
             "MultiTaskData.warmup_env_steps_per_task = 10", "Experiment.total_env_steps = 101",
-            "Experiment.eval_episodes = 1", "Trainer.enable_progress_bar = False",
+            "Experiment.eval_episodes = 1",
         ], run_dir)
 
         class FillThenTime(L.Callback):
@@ -146,8 +146,7 @@ def full_capacity_checkpoint() -> str:
 
 def disk_full() -> str:
     """A tiny run whose run folder sits on a tmpfs with room for two checkpoints and a half."""
-    bindings = ["Experiment.total_env_steps = 1_300", "Experiment.checkpoint_every_env_steps = 100",
-                "Trainer.enable_progress_bar = False"]
+    bindings = ["Experiment.total_env_steps = 1_300", "Experiment.checkpoint_every_env_steps = 100"]
     with tempfile.TemporaryDirectory() as tmp:
         experiment, built = build("gin_configs/tiny_picor.gin", bindings, Path(tmp) / "probe")
         experiment.run(built, Path(tmp) / "probe")
@@ -197,7 +196,6 @@ def main() -> None:
     if "tiny" in args.parts:
         rows, wall_s = soak("gin_configs/tiny_picor.gin", [
             f"Experiment.total_env_steps = {args.tiny_env_steps}", "MultiTaskData.replay_capacity = 2_500",
-            "Trainer.enable_progress_bar = False",
         ], every_env_steps=5_000)
         report(table(f"tiny_picor, {args.tiny_env_steps:,} env steps, replay capacity 2,500 per task "
                      "(full at 10,000)", rows, wall_s))
@@ -205,7 +203,7 @@ def main() -> None:
         rows, wall_s = soak("gin_configs/mt10_picor.gin", [
             f"Experiment.total_env_steps = {args.mt10_env_steps}", "MultiTaskData.warmup_env_steps_per_task = 100",
             "MultiTaskData.replay_capacity = 256", "Experiment.eval_every_env_steps = 1_000_000",
-            "Experiment.eval_episodes = 1", "Trainer.enable_progress_bar = False",
+            "Experiment.eval_episodes = 1",
         ], every_env_steps=500)
         report(table(f"mt10_picor, {args.mt10_env_steps:,} env steps, replay capacity 256 per task "
                      "(full at about 2,600)", rows, wall_s))

@@ -16,13 +16,13 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
+from picor_gin.cli_help import DefaultsHelpFormatter, description, exit_status  # noqa: E402
 from picor_gin.reports.plots import plot_runs  # noqa: E402
 from picor_gin.reports.runs import ReportError, require_runs  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=description(__doc__),
+    parser = argparse.ArgumentParser(description=description(__doc__), epilog=exit_status(__doc__),
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT",
                         help="run folders, or folders to search for them (a sweep's --root)")

@@ -34,18 +34,18 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
+from picor_gin.cli_help import DefaultsHelpFormatter, description, exit_status  # noqa: E402
 from picor_gin.reports.paper import BENCHMARKS, TABLES  # noqa: E402
 from picor_gin.reports.tables import LOWER_IS_BETTER, METRICS, ReportError, build_report, paper_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=description(__doc__),
+    parser = argparse.ArgumentParser(description=description(__doc__), epilog=exit_status(__doc__),
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_ROOT",
                         help="run folders, or folders to search for them (a sweep's --root)")
     parser.add_argument("--metric", choices=METRICS + LOWER_IS_BETTER, default=None,
-                        help=f"the metric to table; None: the first of {', '.join(METRICS)} every run reports")
+                        help=f"the metric to table; unset: the first of {', '.join(METRICS)} every run reports")
     parser.add_argument("--out", type=Path, nargs="?", const=Path("report.md"), default=None, metavar="FILE",
                         help="also write the table to FILE (report.md when FILE is left out)")
     parser.add_argument("--reach", type=float, default=None, metavar="THRESHOLD",

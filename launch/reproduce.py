@@ -27,7 +27,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
+from picor_gin.cli_help import DefaultsHelpFormatter, description, exit_status  # noqa: E402
 from picor_gin.reports import paper  # noqa: E402
 from picor_gin.reports.tables import ReportError, paper_table  # noqa: E402
 from picor_gin.run.config_text import parse_bindings  # noqa: E402
@@ -69,7 +69,7 @@ def grid(table: str, benchmark: str, seeds: Sequence[int], root: Path, bindings:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description(__doc__),
+    parser = argparse.ArgumentParser(description=description(__doc__), epilog=exit_status(__doc__),
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("table", choices=paper.TABLES, help="the paper's table whose arms to run")
     parser.add_argument("--benchmark", choices=paper.BENCHMARKS, required=True, help="the task set of every arm")

@@ -27,7 +27,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from picor_gin.cli_help import DefaultsHelpFormatter, description  # noqa: E402
+from picor_gin.cli_help import DefaultsHelpFormatter, description, exit_status  # noqa: E402
 from picor_gin.sweeps.plan import bad_input, plan  # noqa: E402
 from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E402
 
@@ -35,8 +35,7 @@ from picor_gin.sweeps.backends import add_backend_arguments, launch  # noqa: E40
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=description(__doc__), formatter_class=DefaultsHelpFormatter,
-        epilog="Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input. "
-               "docs/sweeps.md has the details.",
+        epilog=f"{exit_status(__doc__)} docs/sweeps.md has the details.",
     )
     parser.add_argument("--gin_files", nargs="+", action="extend", required=True, help="one sweep arm per gin file")
     parser.add_argument("--seeds", nargs="+", action="extend", type=int, required=True,

@@ -1,8 +1,9 @@
-"""The launch scripts' argparse help: each flag's default where it has one, and the module
-docstring's first paragraph as the description."""
+"""The launch scripts' argparse help: each flag's default where it has one, the module
+docstring's first paragraph as the description and its exit statuses as the epilog."""
 from __future__ import annotations
 
 import argparse
+import re
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -19,3 +20,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 def description(docstring: str) -> str:
     """The first paragraph of a script's docstring, as one line of text."""
     return " ".join(docstring.strip().split("\n\n", 1)[0].split())
+
+
+def exit_status(docstring: str) -> str:
+    """The docstring's "Exit status: ..." up to the end of its paragraph, as one line of text."""
+    found = re.search(r"Exit status:.*?(?=\n\s*\n|\Z)", docstring, re.DOTALL)
+    if found is None:
+        raise ValueError("the docstring has no 'Exit status:'")
+    return " ".join(found[0].split())

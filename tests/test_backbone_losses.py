@@ -63,7 +63,8 @@ def sac(monkeypatch) -> tuple[SAC, dict[str, torch.Tensor]]:
     alpha = [0.5, 2] per task, critic FixedQ(1, -2), target critic FixedQ(0.5, 3); and the draws
     its TanhNormals make: "actor" (the actor loss's, with grad) and "next" (the target's, no grad)."""
     torch.manual_seed(0)
-    sac = SAC(obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, network=OneHotMLP(hidden_sizes=(4,)), gamma=GAMMA)
+    sac = SAC(obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, network=OneHotMLP(hidden_sizes=(4,)),
+              gamma=GAMMA)
     sac.actor = LinearGaussian([0.2, -0.1], scale=0.5)
     sac.critic, sac.target_critic = FixedQ(1.0, -2.0), FixedQ(0.5, 3.0)
     with torch.no_grad():
@@ -206,7 +207,8 @@ def test_ppo_correction_gain_is_positive_when_the_actor_favours_positive_advanta
         ppo.actor.weight.copy_(torch.tensor([[0.5, -0.5]]))  # loc [0.5, -0.5]: toward u on e0, away on e1
     gain, _ = ppo.correction_terms(states, baseline, None)
     # Same scale, so the tanh Jacobian cancels: ratio = exp(((u - loc_t)^2 - (u - loc)^2) / (2 * 0.25)).
-    # e0: exp((0.25 - 0) / 0.5) = e^0.5, gain (e^0.5 - 1) * 2; e1: exp((0.25 - 1) / 0.5) = e^-1.5, gain (e^-1.5 - 1) * (-1).
+    # e0: exp((0.25 - 0) / 0.5) = e^0.5, gain (e^0.5 - 1) * 2;
+    # e1: exp((0.25 - 1) / 0.5) = e^-1.5, gain (e^-1.5 - 1) * (-1).
     expected = torch.tensor([2 * (math.exp(0.5) - 1), 1 - math.exp(-1.5)])
     assert torch.allclose(gain, expected, atol=1e-5)
     assert (gain > 0).all()

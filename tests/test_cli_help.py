@@ -1,12 +1,12 @@
 """The launch scripts' help: defaults shown where they say something, the docstring's first
-paragraph as the description."""
+paragraph as the description, its exit statuses as the epilog."""
 from __future__ import annotations
 
 import argparse
 
 import pytest
 
-from picor_gin.cli_help import DefaultsHelpFormatter, description
+from picor_gin.cli_help import DefaultsHelpFormatter, description, exit_status
 from tests.conftest import load_launch_script
 
 
@@ -34,10 +34,25 @@ def test_description_is_the_first_paragraph_on_one_line():
     assert description(doc) == "Runs gin files x seeds: here or on SLURM."
 
 
+def test_exit_status_is_its_sentence_to_the_end_of_the_paragraph():
+    doc = """Plots curves.
+
+    Curves over seeds. Exit status: 0 done; 2 nothing
+    to plot.
+
+    More text.
+    """
+    assert exit_status(doc) == "Exit status: 0 done; 2 nothing to plot."
+
+
 @pytest.mark.parametrize("script, phrases", [
     ("report", ["RUN_OR_ROOT run folders, or folders to search for them",
-                "bootstrap replications (default: 2000)", "bootstrap seed (default: 0)"]),
-    ("plot", ["RUN_OR_ROOT run folders, or folders to search for them", "folder for the PNG files (default: plots)"]),
+                "bootstrap replications (default: 2000)", "bootstrap seed (default: 0)", "Exit status: 0 done; 2 nothing"]),
+    ("plot", ["RUN_OR_ROOT run folders, or folders to search for them", "folder for the PNG files (default: plots)",
+              "Exit status: 0 done; 2 nothing to plot"]),
+    ("collect", ["Exit status: 0 done; 2 RUNS_ROOT is not a folder."]),
+    ("reproduce", ["Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input."]),
+    ("sweep", ["Exit status: 0 every run done; 1 some run failed (listed with its log); 2 bad input. docs/sweeps.md"]),
 ])
 def test_each_launch_scripts_help_names_its_paths_and_defaults(script, phrases, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -31,7 +31,6 @@ def _train(tmp_path: Path, bindings: list[str], gin_file: str = "gin_configs/tin
             f"Experiment.total_env_steps = {WARMUP + UPDATES * env_steps_per_update}",
             "Experiment.log_every_updates = 20",
             "Experiment.checkpoint_every_env_steps = 100_000",
-            "Trainer.enable_progress_bar = False",
         ],
     )
     experiment = Experiment()
@@ -89,10 +88,11 @@ def test_no_correction_by_one_binding(tmp_path):
     assert len(run.trainer.optimizers) == 3  # actor, critic, temperatures: no correction optimizer
 
 
-def test_lagrange_penalty_by_one_binding(tmp_path):
+def test_lagrange_penalty_by_its_bindings(tmp_path):
     # Started at 1: a positive multiplier keeps the phase active, and dual descent lowers it
     # while the constraint holds (with common random numbers the tiny set rarely violates it).
-    run, _, scalars = _train(tmp_path, ["PolicyCorrection.constraint = @LagrangePenalty", "LagrangePenalty.initial_multiplier = 1.0"])
+    run, _, scalars = _train(tmp_path, ["PolicyCorrection.constraint = @LagrangePenalty", "LagrangePenalty.initial_multiplier = 1.0",
+                                        "PolicyCorrection.solver = @PenaltyDescent()"])
     assert isinstance(run.module.correction.constraint, LagrangePenalty)
     multiplier = scalars["train/multiplier"]
     assert min(multiplier) >= 0 and multiplier[-1] < multiplier[0] < 1.0, multiplier

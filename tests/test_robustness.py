@@ -67,8 +67,7 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings(
         [str(REPO / "gin_configs/tiny_picor.gin")],
-        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100",
-         "Trainer.enable_progress_bar = False"],
+        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100"],
         skip_unknown=False,
     )
     experiment = Experiment()
@@ -116,7 +115,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_two(tmp_path, monkeypatc
         [str(REPO / "gin_configs/tiny_picor.gin")],
         ["Experiment.total_env_steps = 260", "Experiment.checkpoint_every_env_steps = 20",
          "MultiTaskData.warmup_env_steps_per_task = 50", "MultiTaskData.batch_size = 32",
-         "HIDDEN_SIZES = (32, 32)", "Trainer.enable_progress_bar = False"],
+         "HIDDEN_SIZES = (32, 32)"],
         skip_unknown=False,
     )
     experiment = Experiment()

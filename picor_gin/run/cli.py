@@ -87,7 +87,10 @@ def gin_problem(error: Exception, bindings: Sequence[str]) -> str:
 
 
 def _did_you_mean(message: str) -> str:
-    """Appends the closest valid names to gin's unknown-configurable and unknown-parameter errors."""
+    """Appends the closest valid names to gin's unknown-configurable and unknown-parameter
+    errors, and says who sets a parameter the framework keeps from gin."""
+    if re.search(r"Configurable '[^']+' has denylisted kwarg '[^']+'", message):
+        return f"{message} (picor-gin sets it itself: docs/running.md)"
     registry = gin.config._REGISTRY  # gin has no public listing of its configurables
     if match := re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message):
         configurable = registry.get_match(match[1])

@@ -135,7 +135,7 @@ class Experiment:
             raise ValueError(
                 f"MultiTaskLearner.gradient_surgery = {type(module.gradient_surgery).__name__} combines the "
                 f"gradients of the tasks in a batch, but {type(data.sampler).__name__} puts one task "
-                "in each batch; bind MultiTaskData.sampler = @AllTasks"
+                f"in each batch; bind {type(data).__name__}.sampler = @AllTasks"
             )
         if module.gradient_surgery.splits_tasks and data.critic_on_every_task:
             raise ValueError(

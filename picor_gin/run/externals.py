@@ -59,11 +59,15 @@ def check_strategy(strategy: Strategy) -> None:
         )
 
 
-# The run owns logging, callbacks, checkpoint files and the epoch; everything else is bindable.
+# The run owns logging, callbacks, checkpoint files, the epoch and what it prints (a bar on a
+# terminal, a line a minute in a log file); everything else is bindable.
 Trainer = gin.external_configurable(
     L.Trainer,
     "Trainer",
-    denylist=["logger", "callbacks", "max_epochs", "default_root_dir", "enable_checkpointing", "enable_model_summary"],
+    denylist=[
+        "logger", "callbacks", "max_epochs", "default_root_dir", "enable_checkpointing", "enable_model_summary",
+        "enable_progress_bar",
+    ],
 )
 Adam = gin.external_configurable(torch.optim.Adam, "Adam", denylist=["params"])
 SGD = gin.external_configurable(torch.optim.SGD, "SGD", denylist=["params"])
