@@ -3,6 +3,7 @@ their final metric over seeds (mean ± std, rliable IQM with a bootstrap CI)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import statistics
@@ -204,8 +205,23 @@ def test_local_backend_runs_in_parallel_logs_output_shows_progress_and_lists_fai
     assert printed[-1] == "progress: 2/3 done, 0 running, 1 failed, 0 waiting"
 
 
+class _ThreadsRun(PlannedRun):
+    """A run that prints the torch threads it was given."""
+
+    def command(self, rank: int = 0) -> list[str] | None:
+        return [sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"]
+
+
+@pytest.mark.parametrize("threads, expected", [(3, "3"), (None, str(max(1, (os.cpu_count() or 1) // 2)))])
+def test_each_local_run_gets_the_threads_asked_for_or_its_share_of_the_cores(tmp_path, threads, expected):
+    runs = [_ThreadsRun(f"arm/seed{s}", "unused.gin", s, tmp_path / "arm" / f"seed{s}") for s in (0, 1)]
+    assert run_locally(runs, parallel=2, threads=threads) == []
+    assert [run.log.read_text().splitlines()[-1] for run in runs] == [expected, expected]
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["--gin_files", "gin_configs/missing.gin"], "gin file not found"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--threads_per_run", "0"], "--threads_per_run must be >= 1"),
     (["--gin_files", "gin_configs/mt10_picor.gin", "gin_configs/smoke/mt10_picor.gin"], "share a name"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--parallel", "0"], "--parallel must be >= 1"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--time", "3 days"], "--time must look like"),

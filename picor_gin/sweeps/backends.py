@@ -22,6 +22,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                             "submitit_local: submitit's local executor (the slurm path without SLURM)")
     group.add_argument("--parallel", type=int, default=None,
                        help="runs at once (local: default 1; slurm: the array's limit, default none)")
+    group.add_argument("--threads_per_run", type=int, default=None,
+                       help="torch threads of each local run (default: this machine's cores / --parallel; "
+                            "lower it where other jobs share the cores)")
     group.add_argument("--partition", default=None, help="SLURM partition")
     group.add_argument("--gpus_per_job", type=int, default=None,
                        help="GPUs per run (default Trainer.num_nodes x Trainer.devices; 0: a CPU job)")
@@ -38,6 +41,8 @@ def bad_backend_input(args: argparse.Namespace) -> str | None:
     """What is wrong with the backend flags, found before anything starts."""
     if args.parallel is not None and args.parallel < 1:
         return f"--parallel must be >= 1, got {args.parallel}"
+    if args.threads_per_run is not None and args.threads_per_run < 1:
+        return f"--threads_per_run must be >= 1, got {args.threads_per_run}"
     if args.max_timeouts < 0:
         return f"--max_timeouts must be >= 0, got {args.max_timeouts}"
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
@@ -88,7 +93,7 @@ def _run_local(runs: Sequence[PlannedRun], args: argparse.Namespace) -> list[tup
             command = run.command()
             print(f"{run.name}: finished" if command is None else shlex.join(command))
         return None
-    return run_locally(runs, args.parallel or 1)
+    return run_locally(runs, args.parallel or 1, args.threads_per_run)
 
 
 def _run_submitit(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespace) -> list[tuple[PlannedRun, str]] | None:

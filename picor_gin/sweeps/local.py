@@ -46,12 +46,15 @@ class _Tally:
             say(progress_line(self._states.values()))
 
 
-def run_locally(runs: Sequence[PlannedRun], parallel: int) -> list[tuple[PlannedRun, str]]:
-    """Runs the unfinished runs `parallel` at a time; returns the failed ones, each with why."""
+def run_locally(
+    runs: Sequence[PlannedRun], parallel: int, threads: int | None = None
+) -> list[tuple[PlannedRun, str]]:
+    """Runs the unfinished runs `parallel` at a time, each with `threads` torch threads (None:
+    the cores shared among them); returns the failed ones, each with why."""
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
     tally = _Tally(runs)
-    threads = threads_per_run(parallel)
+    threads = threads or threads_per_run(parallel)
 
     def execute(run: PlannedRun) -> int:
         stale = run.set_aside_unresumable()
