@@ -52,19 +52,6 @@ def _grads_are_zero(params) -> bool:
 # --- soft_bellman_target -------------------------------------------------------------------------
 
 
-def test_soft_bellman_target_matches_hand_computed_value():
-    # 1 + 0.5 * (min(2, 4) - 0.1 * (-1)) = 1 + 0.5 * 2.1 = 2.05
-    target = soft_bellman_target(
-        reward=torch.tensor([1.0]),
-        terminated=torch.tensor([False]),
-        next_target_q=torch.tensor([[2.0, 4.0]]),
-        next_log_prob=torch.tensor([-1.0]),
-        alpha=torch.tensor([0.1]),
-        gamma=0.5,
-    )
-    assert torch.allclose(target, torch.tensor([2.05]), atol=1e-6)
-
-
 def test_soft_bellman_target_is_the_reward_alone_when_terminated():
     target = soft_bellman_target(
         reward=torch.tensor([1.0]),
@@ -92,7 +79,7 @@ def test_soft_bellman_target_uses_each_sample_own_temperature():
         alpha=torch.tensor([0.1, 1.0]),
         gamma=0.5,
     )
-    # Second sample: 1 + 0.5 * (2 + 1.0) = 2.5.
+    # First sample: 1 + 0.5 * (min(2, 4) - 0.1 * (-1)) = 2.05; second: 1 + 0.5 * (2 + 1.0) = 2.5.
     assert torch.allclose(target, torch.tensor([2.05, 2.5]), atol=1e-6)
 
 

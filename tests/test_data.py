@@ -107,7 +107,8 @@ def test_time_limit_transitions_are_stored_as_not_terminated():
     data.warm_up()  # 40 steps per task: one 30-step episode ended by the time limit
     stored = data.buffers[0].storage[:40]
     assert not stored["next", "terminated"].any()
-    assert len(data.recent_returns[0]) == 1
+    # The episode's return is recorded: the sum of its 30 rewards, not the last one.
+    assert list(data.recent_returns[0]) == [pytest.approx(stored["next", "reward"][:30].sum().item(), rel=1e-5)]
 
 
 def test_state_dict_round_trip_restores_counters_sampler_buffers_and_recent_returns():

@@ -41,9 +41,11 @@ def _fake_teachers(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("gin_file", EXPERIMENT_FILES, ids=str)
-def test_every_experiment_file_builds(gin_file, tmp_path):
-    built = _build(str(gin_file), tmp_path=tmp_path)
-    assert built.module.num_tasks == built.data.task_set.num_tasks
+def test_every_experiment_file_builds_under_its_own_name(gin_file, tmp_path):
+    """The name is the default run folder and the report's row: a file that inherited another's
+    would mix its runs into that experiment's."""
+    _build(str(gin_file), tmp_path=tmp_path)
+    assert gin.query_parameter("Experiment.name") == gin_file.stem
 
 
 def test_an_override_reaches_the_object(tmp_path):

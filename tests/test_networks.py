@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from picor_gin.networks import MultiHeadMLP, OneHotMLP, SoftModularNetwork, TaskHeads
+from picor_gin.networks import MooreNetwork, MultiHeadMLP, OneHotMLP, PaCoNetwork, SoftModularNetwork, TaskHeads
 
 NUM_TASKS, OBS_DIM = 4, 6
 
@@ -35,11 +35,18 @@ def test_each_sample_is_answered_by_its_own_tasks_head():
     assert torch.allclose(actor(observation), expected, atol=1e-6)
 
 
-def test_critics_of_both_networks_return_both_twins():
-    small_soft_modular = SoftModularNetwork(encoder_sizes=(8,), module_features=8, routing_features=8)
-    for network in (OneHotMLP(hidden_sizes=(8,)), MultiHeadMLP(hidden_sizes=(8,)), small_soft_modular):
-        critic = network.critic(OBS_DIM, 2, NUM_TASKS)
-        assert critic(_observation(1, 5), torch.zeros(5, 2)).shape == (5, 2)
+@pytest.mark.parametrize("network", [
+    OneHotMLP(hidden_sizes=(8,)), MultiHeadMLP(hidden_sizes=(8,)),
+    SoftModularNetwork(encoder_sizes=(8,), module_features=8, routing_features=8),
+    MooreNetwork(expert_sizes=(8,), num_experts=2), PaCoNetwork(hidden_sizes=(8,), num_parameter_sets=2),
+], ids=lambda network: type(network).__name__)
+def test_every_networks_critic_is_two_independent_q_networks(network):
+    """Twins that shared parameters would make the min of eq. 2's target a no-op."""
+    torch.manual_seed(0)
+    critic = network.critic(OBS_DIM, 2, NUM_TASKS)
+    q = critic(_observation(1, 5), torch.rand(5, 2))
+    assert q.shape == (5, 2) and not torch.allclose(q[:, 0], q[:, 1])
+    assert {id(p) for p in critic.q1.parameters()}.isdisjoint(id(p) for p in critic.q2.parameters())
 
 
 def _soft_modular(**sizes):
