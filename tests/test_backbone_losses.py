@@ -212,3 +212,97 @@ def test_ppo_correction_gain_is_positive_when_the_actor_favours_positive_advanta
     expected = torch.tensor([2 * (math.exp(0.5) - 1), 1 - math.exp(-1.5)])
     assert torch.allclose(gain, expected, atol=1e-5)
     assert (gain > 0).all()
+
+
+def test_td3_target_policy_smoothing_clips_the_noise_then_the_action(monkeypatch):
+    """a' = clip(target_actor(s') + clip(noise policy_noise, -noise_clip, noise_clip), -1, 1),
+    with the noise fixed at 1: policy_noise 10 pushes it to the clip, 0.1."""
+    td3 = _td3()
+    td3.policy_noise, td3.noise_clip = 10.0, 0.1
+    monkeypatch.setattr(torch, "randn_like", torch.ones_like)
+    # target_actor(s') = [-0.4, 2]; + clip(10, -0.1, 0.1) = [-0.3, 2.1]; clip to [-1, 1]: [-0.3, 1].
+    # Target Q1 = 2 a' + s1' = [-1.6, 5]; Q2 = 0.5 a' - s0' = [-0.55, -1.5]; min = [-1.6, -1.5].
+    # y = [1 + 0.9 (-1.6), -1 + 0.9 (-1.5)] = [-0.44, -2.35]; errors [[2.94, -1.56], [-0.9, 4.85]].
+    expected = 0.5 * ((2.94**2 + 1.56**2) + (0.9**2 + 4.85**2)) / 2  # = 8.852425
+    # No smoothing: a' = [-0.4, 1], the existing 8.992825. No noise clip: a' = clip([9.6, 12]) = [1, 1],
+    # y0 = 1 + 0.9 min(2 - 1, 0.5 - 0.4) = 1.09. No final clip: a'_1 = 2.1, y1 = -1 + 0.9 min(7.2, -0.95).
+    assert td3.losses(_batch())["loss_critic"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_td3_polyak_moves_both_targets_by_exactly_the_rate_only_on_a_tasks_delayed_update():
+    """With policy_delay 2 counted per task: task 0's first update and task 1's first are not due
+    (one counter for all would make the second due), task 0's second is; then
+    target <- old + rate (live - old) for the target critic and the target actor."""
+    torch.manual_seed(0)
+    rate = 0.25
+    td3 = TD3(obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, network=OneHotMLP(hidden_sizes=(4,)),
+              target_update_rate=rate, policy_delay=2)
+    with torch.no_grad():
+        for p in [*td3.critic.parameters(), *td3.actor.parameters()]:
+            p.add_(torch.randn_like(p))
+    pairs = [(td3.target_critic, td3.critic), (td3.target_actor, td3.actor)]
+    live = [[p.detach().clone() for p in online.parameters()] for _, online in pairs]
+    old = [[p.detach().clone() for p in target.parameters()] for target, _ in pairs]
+    assert all(not torch.equal(a[0], b[0]) for a, b in zip(live, old))
+    for task in (0, 1):  # not due: both targets unchanged
+        td3.start_update([task])
+        td3.update_targets()
+        for (target, _), before in zip(pairs, old):
+            assert all(torch.equal(p, q) for p, q in zip(target.parameters(), before))
+    td3.start_update([0])  # task 0's second update: due
+    td3.update_targets()
+    assert td3.task_updates == [2, 1]
+    for (target, online), before, now in zip(pairs, old, live):
+        for new, o, v in zip(target.parameters(), before, now):
+            assert torch.allclose(new, o + rate * (v - o), atol=1e-7)  # not o + (1 - rate)(v - o)
+        assert all(torch.equal(p, q) for p, q in zip(online.parameters(), now))  # online untouched
+
+
+def _ppo(**kwargs) -> PPO:
+    torch.manual_seed(0)  # the same actor and critic weights for every call
+    return PPO(obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, network=OneHotMLP(hidden_sizes=(4,)),
+               **kwargs)
+
+
+def _ppo_batch(ppo: PPO, value_target: list[float]) -> TensorDict:
+    """STATES and ACTIONS as a rollout of the current actor (ratio 1), advantage [1, -1]."""
+    with torch.no_grad():
+        log_prob = sac_module.TanhNormal(*ppo.actor(STATES)).log_prob(ACTIONS)
+    return TensorDict(
+        {"observation": STATES, "action": ACTIONS, "task_id": TASKS, "action_log_prob": log_prob,
+         "advantage": torch.tensor([[1.0], [-1.0]]), "value_target": torch.tensor(value_target).unsqueeze(-1)},
+        batch_size=[2],
+    )
+
+
+def test_ppo_critic_loss_is_critic_coef_times_the_mean_squared_error_without_a_half():
+    """TorchRL's ClipPPOLoss with loss_critic_type "l2": critic_coeff * mean(F.mse_loss(...)), no 0.5."""
+    ppo = _ppo(critic_coef=2.0)
+    with torch.no_grad():  # V(s) = 1.5: zero weights, last bias 1.5
+        for p in ppo.critic.parameters():
+            p.zero_()
+        ppo.critic[-1].bias.fill_(1.5)
+    loss = ppo.losses(_ppo_batch(ppo, [1.0, -1.0]))["loss_critic"]
+    # Errors V - y = [0.5, 2.5]: mean square (0.25 + 6.25) / 2 = 3.25; times critic_coef 2 = 6.5.
+    # (Halved: 3.25; coef dropped: 3.25; smooth L1: 2 (0.5 0.25 + (2.5 - 0.5)) / 2 = 2.125.)
+    assert loss.item() == pytest.approx(6.5, abs=1e-6)
+
+
+def test_ppo_entropy_bonus_lowers_the_actor_loss_by_entropy_coef_times_the_entropy():
+    """loss_actor(c) - loss_actor(0) = -c H, H TorchRL's one-sample estimate -log pi(a~|s) (the
+    tanh-Gaussian has no closed form): the same weights and seed give both calls the same draw."""
+    c = 0.3
+    results = []
+    for coef in (c, 0.0):
+        ppo = _ppo(entropy_coef=coef)
+        batch = _ppo_batch(ppo, [0.0, 0.0])
+        torch.manual_seed(1)
+        results.append(ppo.losses(batch))
+    with_bonus, without = results
+    entropy = without["entropy"]
+    assert torch.equal(with_bonus["entropy"], entropy)  # the same draw
+    assert entropy.abs() > 0.1  # the check can tell -c H from 0 and from +c H
+    # At ratio 1 the clipped surrogate is -mean(A) = -(1 - 1) / 2 = 0, so the actor loss is the bonus alone.
+    assert without["loss_actor"].item() == pytest.approx(0.0, abs=1e-6)
+    diff = with_bonus["loss_actor"] - without["loss_actor"]
+    assert diff.item() == pytest.approx(-c * entropy.item(), abs=1e-6)
