@@ -54,6 +54,35 @@ def drawn(monkeypatch) -> dict:
     return figures
 
 
+@pytest.fixture
+def curves(monkeypatch) -> dict:
+    """File name -> {label: (x, y)} of the lines of the first axes, as drawn."""
+    figures = {}
+    save = plots._save
+
+    def record(fig, path):
+        figures[path.name] = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+                              for line in fig.axes[0].get_lines()}
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", record)
+    return figures
+
+
+def test_each_curve_is_its_arms_mean_over_seeds(tmp_path, curves):
+    # Seed s scores step / 3000 - 0.1 s: PiCor's seeds 0 and 1 average to step / 3000 - 0.05,
+    # MTSAC's one seed is step / 3000; task "a" of the per-task grid scores the same.
+    for seed in (0, 1):
+        _fake_run(tmp_path / "runs" / f"picor-s{seed}", "tiny_picor", seed)
+    _fake_run(tmp_path / "runs" / "mtsac-s0", "tiny_mtsac", 0)
+    assert plot.main([str(tmp_path / "runs"), f"--out={tmp_path / 'plots'}"]) == 0
+    steps = [1_000, 2_000, 3_000]
+    for name in ("mean_score.png", "per_task_score.png"):
+        lines = curves[name]
+        assert lines["tiny_picor (n=2)"] == (steps, pytest.approx([1 / 3 - 0.05, 2 / 3 - 0.05, 0.95]))
+        assert lines["tiny_mtsac (n=1)"] == (steps, pytest.approx([1 / 3, 2 / 3, 1.0]))
+
+
 def _png_size(path) -> tuple[int, int]:
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
