@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from picor_gin.checkpoint_files import has_checkpoint
+from picor_gin.run.config_text import parse_bindings
 
 REPO = Path(__file__).resolve().parents[2]  # picor_gin/sweeps/plan.py -> the repository
 RUN_PY = REPO / "launch" / "run.py"
@@ -111,8 +112,6 @@ def plan(
 def _started_otherwise(run: PlannedRun) -> list[str]:
     """The bindings of the sweep that the run already in `run.run_dir` was started without, as
     'X.y = started (not asked)'; none where the folder holds no run yet."""
-    from picor_gin.run.config_text import parse_bindings
-
     config = run.run_dir / "config.gin"
     if not config.is_file():
         return []
