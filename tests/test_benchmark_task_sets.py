@@ -119,6 +119,24 @@ def test_metaworld_goal_is_fixed_across_resets_steps_and_copies(mt10):
     assert first[0, GOAL].abs().sum() > 0  # MT benchmarks observe the goal
 
 
+def test_one_evaluation_episode_per_task_suffices_on_metaworld_but_not_on_half_cheetah(mt10, half_cheetah):
+    """base/mt10.gin evaluates one episode per task, base/halfcheetah.gin five: under a
+    deterministic policy, Meta-World's copies seeded apart step through one episode, while
+    HalfCheetah's resets add noise."""
+    weights = torch.randn(39 + 10, 4, generator=torch.Generator().manual_seed(0))  # observation -> action
+
+    def deterministic(td: TensorDictBase) -> TensorDictBase:
+        return td.set("action", torch.tanh(td["observation"] @ weights))
+
+    push = mt10.task_id("push-v3")
+    two = mt10.make_env(push, num_envs=2, seed=3).rollout(40, deterministic)["next", "observation"]
+    other_seed = mt10.make_env(push, num_envs=1, seed=11).rollout(40, deterministic)["next", "observation"]
+    assert not torch.equal(two[0, 0], two[0, -1])  # the policy moves the arm
+    assert torch.equal(two[0], two[1]) and torch.equal(two[0], other_seed[0])
+    cheetah = half_cheetah.make_env(0, num_envs=2, seed=3).reset()["observation"]
+    assert not torch.equal(cheetah[0], cheetah[1])
+
+
 def test_metaworld_goals_are_the_same_after_rebuilding_with_the_same_goal_seed(mt10):
     before = [mt10.make_env(z).reset()["observation"] for z in range(mt10.num_tasks)]
     metaworld_tasks._metaworld_fixed_tasks.cache_clear()  # redraw metaworld's goals from scratch
