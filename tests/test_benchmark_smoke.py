@@ -90,3 +90,18 @@ def test_collection_scaling_prints_serial_and_parallel_cost_per_task_count():
     assert float(rows[0]["serial / parallel"]) == pytest.approx(serial / parallel, abs=0.01)
     # One serial step is the 2-task serial iteration over 2, so this column is 2 x parallel / serial.
     assert float(rows[0]["parallel / one serial step"]) == pytest.approx(2 * parallel / serial, abs=0.01)
+
+
+def test_evaluation_cost_prints_a_row_per_episode_count_with_its_env_steps():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "evaluation_cost.py"), "--configs", "tiny_picor",
+         "--episodes", "1", "3", "--rounds", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, *body = [_cells(line) for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = [dict(zip(header, cells)) for cells in body if cells[0] == "tiny_picor"]
+    assert [row["episodes per task"] for row in rows] == ["1", "3"]
+    one, three = (int(row["env steps"]) for row in rows)
+    assert one % 4 == 0 and three == 3 * one  # the tiny set's 4 tasks; its episodes never end early
+    assert all(float(row["s per evaluation"]) > 0 and float(row["env steps/s"].replace(",", "")) > 0 for row in rows)
