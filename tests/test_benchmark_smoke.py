@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from benchmarks import plain_sac
+from benchmarks import evaluation_cost, plain_sac, throughput
 from tests.conftest import REPO, run_cli
 
 
@@ -49,18 +50,26 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_throughput_prints_the_ratio_to_plain_sac_the_correction_cost_and_marks_picor_as_not_like_for_like():
-    result = subprocess.run(
-        [
-            sys.executable, str(REPO / "benchmarks" / "throughput.py"),
-            "--configs", "tiny_mtsac", "tiny_picor", "--updates", "3", "--warmup", "1", "--rounds", "1",
-            "--gin_bindings", "HIDDEN_SIZES = (8, 8)", "MultiTaskData.batch_size = 8",
-            "MultiTaskData.warmup_env_steps_per_task = 8",
-        ],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    header, *body = [_cells(line) for line in result.stdout.splitlines() if line.startswith("| ")]
+def _table_of(benchmark, args: list[str], monkeypatch, capsys) -> list[list[str]]:
+    """The markdown table rows that `benchmark`'s main prints for `args`, run in this process
+    (no new interpreter's imports to pay); main sets the torch thread count, so it is restored."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", [benchmark.__name__, *args])
+    try:
+        benchmark.main()
+    finally:
+        torch.set_num_threads(threads)
+    return [_cells(line) for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+
+
+def test_throughput_prints_the_ratio_to_plain_sac_the_correction_cost_and_marks_picor_as_not_like_for_like(
+    monkeypatch, capsys
+):
+    header, *body = _table_of(throughput, [
+        "--configs", "tiny_mtsac", "tiny_picor", "--updates", "3", "--warmup", "1", "--rounds", "1",
+        "--gin_bindings", "HIDDEN_SIZES = (8, 8)", "MultiTaskData.batch_size = 8",
+        "MultiTaskData.warmup_env_steps_per_task = 8",
+    ], monkeypatch, capsys)
     assert {"updates/s (training_step)", "updates/s (plain SAC)", "training_step / plain"} <= set(header)
     rows = {cells[0]: dict(zip(header, cells)) for cells in body}
     assert float(rows["tiny_mtsac"]["updates/s (plain SAC)"]) > 0
@@ -92,14 +101,10 @@ def test_collection_scaling_prints_serial_and_parallel_cost_per_task_count():
     assert float(rows[0]["parallel / one serial step"]) == pytest.approx(2 * parallel / serial, abs=0.01)
 
 
-def test_evaluation_cost_prints_a_row_per_episode_count_with_its_env_steps():
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "evaluation_cost.py"), "--configs", "tiny_picor",
-         "--episodes", "1", "3", "--rounds", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+def test_evaluation_cost_prints_a_row_per_episode_count_with_its_env_steps(monkeypatch, capsys):
+    header, *body = _table_of(
+        evaluation_cost, ["--configs", "tiny_picor", "--episodes", "1", "3", "--rounds", "1"], monkeypatch, capsys
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    header, *body = [_cells(line) for line in result.stdout.splitlines() if line.startswith("| ")]
     rows = [dict(zip(header, cells)) for cells in body if cells[0] == "tiny_picor"]
     assert [row["episodes per task"] for row in rows] == ["1", "3"]
     one, three = (int(row["env steps"]) for row in rows)
