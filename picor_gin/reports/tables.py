@@ -156,21 +156,34 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_note(summaries: dict[Path, dict]) -> str:
+    """A line naming each arm's env steps where the runs' budgets differ, else nothing: final
+    values of unequal budgets do not compare at equal samples."""
+    budgets = {label: sorted({summaries[run_dir]["total_env_steps"] for run_dir in run_dirs})
+               for label, run_dirs in group_by_arm(summaries).items()}
+    if len({steps for values in budgets.values() for steps in values}) < 2:
+        return ""
+    arms = "; ".join(f"{label} {' and '.join(f'{steps:,}' for steps in values)}" for label, values in budgets.items())
+    return f"\nNote: the runs' budgets differ (total env steps: {arms}), so these rows do not compare at equal samples.\n"
+
+
 def build_report(
     paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None,
     per_task: bool = False,
 ) -> tuple[str, list[Row]]:
     """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
     `reach` of the env steps to reach it, or with `per_task` its value per task (no rows);
-    raises ReportError if there is nothing to report."""
+    raises ReportError if there is nothing to report. Each ends with budget_note's line."""
     summaries = {run_dir: read_summary(run_dir) for run_dir in require_runs(list(paths))}
     metric = choose_metric(summaries, metric)
     if reach is not None:
-        return reach_report(summaries, metric, reach, reps, seed)
-    if per_task:
-        return per_task_report(summaries, metric), []
-    rows = report_rows(summaries, metric, reps, seed)
-    return markdown(rows, metric, reps, seed), rows
+        table, rows = reach_report(summaries, metric, reach, reps, seed)
+    elif per_task:
+        table, rows = per_task_report(summaries, metric), []
+    else:
+        rows = report_rows(summaries, metric, reps, seed)
+        table = markdown(rows, metric, reps, seed)
+    return table + budget_note(summaries), rows
 
 
 def _cell_summaries(runs: list[Path], root: Path, stem: str | None) -> dict[Path, dict]:
