@@ -210,12 +210,16 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
         return [([task_id], next(self._rollouts[task_id]).unsqueeze(0)) for task_id in tasks]
 
     def _count(self, task_ids: list[int], rollout: TensorDictBase) -> None:
-        """Counts a collection's env steps and records the returns of the episodes it ended."""
+        """Counts a collection's env steps and records the returns of the episodes it ended, in
+        the order they ended, so a task's last 10 are its latest (a PPO rollout ends many)."""
         steps = rollout.numel() // len(task_ids)
         done = rollout["next", "done"]
         if done.any():
-            done = done.reshape(len(task_ids), steps)
-            returns = rollout["next", "episode_reward"].reshape(len(task_ids), steps)
+
+            def by_time(values: torch.Tensor) -> torch.Tensor:  # [task, env, time] -> [task, time x env]
+                return values.reshape(len(task_ids), -1, rollout.shape[-1]).transpose(1, 2).reshape(len(task_ids), steps)
+
+            done, returns = by_time(done), by_time(rollout["next", "episode_reward"])
             for row, task_id in enumerate(task_ids):
                 self.recent_returns[task_id].extend(returns[row][done[row]].tolist())
         for task_id in task_ids:

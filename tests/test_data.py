@@ -4,6 +4,7 @@ import types
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from picor_gin.backbones import SAC
 from picor_gin.correction.weighting import SoftmaxReturnWeights
@@ -109,6 +110,19 @@ def test_time_limit_transitions_are_stored_as_not_terminated():
     assert not stored["next", "terminated"].any()
     # The episode's return is recorded: the sum of its 30 rewards, not the last one.
     assert list(data.recent_returns[0]) == [pytest.approx(stored["next", "reward"][:30].sum().item(), rel=1e-5)]
+
+
+def test_recent_returns_are_kept_in_the_order_their_episodes_ended_across_envs():
+    """A rollout is [task, env, time]: env 0 ends an episode at t = 5, env 1 at t = 1 and t = 3."""
+    data = _data()
+    done = torch.zeros(1, 2, 6, 1, dtype=torch.bool)
+    done[0, 0, 5] = done[0, 1, 1] = done[0, 1, 3] = True
+    episode_reward = torch.zeros(1, 2, 6, 1)
+    episode_reward[0, 0, 5], episode_reward[0, 1, 1], episode_reward[0, 1, 3] = 60.0, 11.0, 13.0
+    rollout = TensorDict({"next": {"done": done, "episode_reward": episode_reward}}, batch_size=[1, 2, 6])
+    data._count([2], rollout)
+    assert list(data.recent_returns[2]) == [11.0, 13.0, 60.0]
+    assert data.task_env_steps[2] == 12
 
 
 def test_state_dict_round_trip_restores_counters_sampler_buffers_and_recent_returns():
