@@ -6,8 +6,8 @@ For each config it builds the run (untrained networks) and times `evaluate`, the
 evaluation callback calls, with the config's policy and task set, once per `--episodes` value:
 its env steps (episodes x tasks x `max_episode_steps`: none of MT10's, HalfCheetah's or
 PointGoals' episodes ends early), seconds per evaluation (env building, rollouts, closing) and env
-steps per second. The table comes after the runs' own output. Each figure is its fastest of `--rounds` rounds, as in benchmarks/throughput.py. Torch
-runs on `--threads` threads.
+steps per second. The table comes after the runs' own output. Each figure is its fastest of
+`--rounds` rounds, as in benchmarks/throughput.py. Torch runs on `--threads` threads.
 """
 from __future__ import annotations
 

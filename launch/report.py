@@ -6,7 +6,7 @@ stderr). Runs of one arm, the same `Experiment.name` and config.gin but for `Exp
 one row: number of seeds, the final metric's mean ± std over seeds, and its interquartile mean (IQM)
 with a 95% percentile-bootstrap confidence interval (rliable). Arms sharing a name are labelled by
 the bindings that tell them apart, e.g. `tiny_picor [MultiTaskLearner.correction = None]`. Where
-the runs' budgets (summary.json's total_env_steps) differ, a note under the table names each arm's.
+the runs' env steps (summary.json's total_env_steps) differ, a note under the table names each arm's.
 
     python launch/report.py runs/sweep1                  # prints the markdown table
     python launch/report.py runs/sweep1 --out            # ... and writes it to ./report.md

@@ -85,6 +85,12 @@ def _keep_as_is(batch: Batch) -> Batch:
     return batch
 
 
+def _time_major(values: torch.Tensor, tasks: int, time: int) -> torch.Tensor:
+    """A collection's [task, env, time, ...] values as [task, time x env]: each task's steps in
+    the order they happened (a collector's rollout has time last)."""
+    return values.reshape(tasks, -1, time).transpose(1, 2).reshape(tasks, -1)
+
+
 class ReplayStream(IterableDataset):
     """Each item: collect on the sampled task(s), store in B_z, sample one update's Batch;
     first, the offline stage's batches, if it has any."""
@@ -215,11 +221,8 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
         steps = rollout.numel() // len(task_ids)
         done = rollout["next", "done"]
         if done.any():
-
-            def by_time(values: torch.Tensor) -> torch.Tensor:  # [task, env, time] -> [task, time x env]
-                return values.reshape(len(task_ids), -1, rollout.shape[-1]).transpose(1, 2).reshape(len(task_ids), steps)
-
-            done, returns = by_time(done), by_time(rollout["next", "episode_reward"])
+            done = _time_major(done, len(task_ids), rollout.shape[-1])
+            returns = _time_major(rollout["next", "episode_reward"], len(task_ids), rollout.shape[-1])
             for row, task_id in enumerate(task_ids):
                 self.recent_returns[task_id].extend(returns[row][done[row]].tolist())
         for task_id in task_ids:

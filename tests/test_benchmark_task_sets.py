@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDictBase
 
 from picor_gin.tasks import metaworld as metaworld_tasks
+from tests.conftest import REPO
 from picor_gin.run.evaluation import evaluate
 from picor_gin.tasks import (
     HALF_CHEETAH_PARTS,
@@ -135,6 +136,13 @@ def test_one_evaluation_episode_per_task_suffices_on_metaworld_but_not_on_half_c
     assert torch.equal(two[0], two[1]) and torch.equal(two[0], other_seed[0])
     cheetah = half_cheetah.make_env(0, num_envs=2, seed=3).reset()["observation"]
     assert not torch.equal(cheetah[0], cheetah[1])
+    gin.add_config_file_search_path(str(REPO))
+    episodes = {}
+    for base in ("mt10", "halfcheetah"):
+        gin.clear_config()
+        gin.parse_config_files_and_bindings([str(REPO / "gin_configs" / "base" / f"{base}.gin")], [], skip_unknown=False)
+        episodes[base] = gin.query_parameter("Experiment.eval_episodes")
+    assert episodes["mt10"] == 1 and episodes["halfcheetah"] > 1
 
 
 def test_metaworld_goals_are_the_same_after_rebuilding_with_the_same_goal_seed(mt10):

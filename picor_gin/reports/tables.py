@@ -157,14 +157,14 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
 
 
 def budget_note(summaries: dict[Path, dict]) -> str:
-    """A line naming each arm's env steps where the runs' budgets differ, else nothing: final
-    values of unequal budgets do not compare at equal samples."""
+    """A line naming each arm's env steps run (summary.json's total_env_steps) where the runs'
+    differ, else nothing: final values after unequal env steps do not compare at equal samples."""
     budgets = {label: sorted({summaries[run_dir]["total_env_steps"] for run_dir in run_dirs})
                for label, run_dirs in group_by_arm(summaries).items()}
     if len({steps for values in budgets.values() for steps in values}) < 2:
         return ""
     arms = "; ".join(f"{label} {' and '.join(f'{steps:,}' for steps in values)}" for label, values in budgets.items())
-    return f"\nNote: the runs' budgets differ (total env steps: {arms}), so these rows do not compare at equal samples.\n"
+    return f"\nNote: the runs' env steps differ (total_env_steps: {arms}), so these rows do not compare at equal samples.\n"
 
 
 def build_report(
