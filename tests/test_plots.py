@@ -14,9 +14,10 @@ from tests.conftest import REPO, load_launch_script
 
 
 def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str = "",
-              weights: tuple[tuple[float, float], ...] = ((0.6, 0.6), (0.4, 0.4))) -> None:
+              weights: tuple[tuple[float, float], ...] = ((0.6, 0.6), (0.4, 0.4)),
+              temperatures: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.01, 0.02))) -> None:
     """A run folder as launch/run.py writes it: config.gin (plus `config`), eval.jsonl, TensorBoard
-    weights (tasks a and b, two steps each), summary.json if finished."""
+    weights and temperatures (tasks a and b, two steps each), summary.json if finished."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n{config}")
     rows = []
@@ -26,9 +27,10 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
                      "mean_score": step / 3e3 - 0.1 * seed})
     (run_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     writer = SummaryWriter(str(run_dir))
-    for task, values in zip(("a", "b"), weights):
-        for step, weight in zip((1_100, 2_100), values):
-            writer.add_scalar(f"train/weight/{task}", weight, step)
+    for prefix, per_task in (("train/weight/", weights), ("train/alpha/", temperatures)):
+        for task, values in zip(("a", "b"), per_task):
+            for step, value in zip((1_100, 2_100), values):
+                writer.add_scalar(prefix + task, value, step)
     writer.close()
     if finished:
         (run_dir / "summary.json").write_text(json.dumps(rows[-1]) + "\n")
@@ -83,6 +85,23 @@ def test_each_curve_is_its_arms_mean_over_seeds(tmp_path, curves):
         assert lines["tiny_mtsac (n=1)"] == (steps, pytest.approx([1 / 3, 2 / 3, 1.0]))
 
 
+def test_temperatures_are_drawn_per_task_as_the_geometric_mean_over_seeds_on_a_log_axis(tmp_path, curves, monkeypatch):
+    y_scales, save = {}, plots._save
+
+    def record_y_scale(fig, path):
+        y_scales[path.name] = fig.axes[0].get_yscale()
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", record_y_scale)
+    _fake_run(tmp_path / "s0", "tiny_picor", 0, temperatures=((0.1, 0.2), (0.01, 0.02)))
+    _fake_run(tmp_path / "s1", "tiny_picor", 1, temperatures=((0.3, 0.4), (0.03, 0.04)))
+    assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
+    lines = curves["task_temperatures.png"]  # geometric means: a band on a log axis stays positive
+    assert lines["a (n=2)"] == ([1_100, 2_100], pytest.approx([(0.1 * 0.3) ** 0.5, (0.2 * 0.4) ** 0.5]))
+    assert lines["b (n=2)"] == ([1_100, 2_100], pytest.approx([(0.01 * 0.03) ** 0.5, (0.02 * 0.04) ** 0.5]))
+    assert y_scales["task_temperatures.png"] == "log" and y_scales["task_weights.png"] == "linear"
+
+
 def _png_size(path) -> tuple[int, int]:
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
@@ -99,7 +118,7 @@ def test_plot_writes_mean_per_task_forgetting_and_weight_figures(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["forgetting.png", "mean_score.png", "per_task_score.png",
-                                                     "task_weights.png"]
+                                                     "task_temperatures.png", "task_weights.png"]
     assert _png_size(out / "mean_score.png") == (800, 500)
     assert _png_size(out / "per_task_score.png") == (800, 300)  # 2 tasks x (4 x 3 inches) at 100 dpi
     assert _png_size(out / "task_weights.png") == (1600, 500)  # one panel per experiment
@@ -142,7 +161,8 @@ def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn)
     """Eq. 9's weights stay near 1/Z: matplotlib would write them as '+2.5e-1' over ticks of 1e-5."""
     _fake_run(tmp_path / "seed0", "tiny_picor", 0, weights=((0.25, 0.25002), (0.25001, 0.25003)))
     assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
-    assert drawn.keys() == {"mean_score.png", "per_task_score.png", "forgetting.png", "task_weights.png"}
+    assert drawn.keys() == {"mean_score.png", "per_task_score.png", "forgetting.png", "task_weights.png",
+                            "task_temperatures.png"}
     for name, (_, offsets) in drawn.items():
         assert offsets and offsets == [""] * len(offsets), name
 

@@ -1,5 +1,6 @@
 """Figures from run folders' own logs: learning curves with a band over seeds (the paper's
-Figure 2 style), per-task curves, forgetting, and the adaptive weights w_z over time (Figure 4 style)."""
+Figure 2 style), per-task curves, forgetting, the adaptive weights w_z over time (Figure 4 style)
+and the SAC temperatures they are computed from."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,15 @@ def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return grid, values.mean(0), values.std(0)
 
 
-def _plot_band(ax, curves, label: str) -> None:
+def _plot_band(ax, curves, label: str, log: bool = False) -> None:
+    """The mean over seeds with a ±1 std band; with `log`, both in log space (the geometric mean,
+    a band that stays positive), for values that span decades."""
+    if log:
+        grid, mean, std = _band([(steps, np.log(ys)) for steps, ys in curves])
+        ax.plot(grid, np.exp(mean), label=f"{label} (n={len(curves)})")
+        ax.fill_between(grid, np.exp(mean - std), np.exp(mean + std), alpha=0.25)
+        ax.set_yscale("log")
+        return
     grid, mean, std = _band(curves)
     ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
     ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
@@ -80,17 +89,29 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     ax.legend()
     written.append(_save(fig, out_dir / "forgetting.png"))
 
-    weights = {name: [read_scalars(run_dir, "train/weight/") for run_dir, _ in members] for name, members in runs.items()}
-    weights = {name: per_run for name, per_run in weights.items() if all(per_run)}
-    if weights:
-        fig, axes = plt.subplots(1, len(weights), figsize=(FIGURE_SIZE[0] * len(weights), FIGURE_SIZE[1]), dpi=DPI, squeeze=False)
-        for ax, (name, per_run) in zip(axes.flat, weights.items()):
-            for task in per_run[0]:
-                _plot_band(ax, [run[task] for run in per_run], task)
-            ax.set(title=f"{name}: task weights w_z", xlabel="environment steps", ylabel="w_z")
-            ax.legend(fontsize="small")
-        written.append(_save(fig, out_dir / "task_weights.png"))
+    arm_runs = {name: [run_dir for run_dir, _ in members] for name, members in runs.items()}
+    written += _per_task_scalars(arm_runs, "train/weight/", "task weights w_z", out_dir / "task_weights.png")
+    # Eq. 9's weights are softmax(alpha / tau): the temperatures say why a weight moved. They span
+    # decades across tasks, hence the log axis.
+    written += _per_task_scalars(arm_runs, "train/alpha/", "SAC temperatures alpha_z", out_dir / "task_temperatures.png",
+                                 log_y=True)
     return written
+
+
+def _per_task_scalars(arm_runs: dict[str, list[Path]], prefix: str, what: str, path: Path, log_y: bool = False) -> list[Path]:
+    """One panel per arm whose runs all logged the per-task scalars under `prefix`, one curve per
+    task with its band over seeds; no figure where no arm logged them."""
+    series = {name: [read_scalars(run_dir, prefix) for run_dir in run_dirs] for name, run_dirs in arm_runs.items()}
+    series = {name: per_run for name, per_run in series.items() if all(per_run)}
+    if not series:
+        return []
+    fig, axes = plt.subplots(1, len(series), figsize=(FIGURE_SIZE[0] * len(series), FIGURE_SIZE[1]), dpi=DPI, squeeze=False)
+    for ax, (name, per_run) in zip(axes.flat, series.items()):
+        for task in per_run[0]:
+            _plot_band(ax, [run[task] for run in per_run], task, log=log_y)
+        ax.set(title=f"{name}: {what}", xlabel="environment steps", ylabel=what.split()[-1])
+        ax.legend(fontsize="small")
+    return [_save(fig, path)]
 
 
 def _save(fig, path: Path) -> Path:
