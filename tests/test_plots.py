@@ -17,7 +17,7 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
               weights: tuple[tuple[float, float], ...] = ((0.6, 0.6), (0.4, 0.4)),
               temperatures: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.01, 0.02))) -> None:
     """A run folder as launch/run.py writes it: config.gin (plus `config`), eval.jsonl, TensorBoard
-    weights and temperatures (tasks a and b, two steps each), summary.json if finished."""
+    weights, temperatures and entropies (tasks a and b, two steps each), summary.json if finished."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n{config}")
     rows = []
@@ -27,7 +27,8 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
                      "mean_score": step / 3e3 - 0.1 * seed})
     (run_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     writer = SummaryWriter(str(run_dir))
-    for prefix, per_task in (("train/weight/", weights), ("train/alpha/", temperatures)):
+    entropies = ((-1.0, -2.0), (-1.0, -2.0))
+    for prefix, per_task in (("train/weight/", weights), ("train/alpha/", temperatures), ("train/entropy/", entropies)):
         for task, values in zip(("a", "b"), per_task):
             for step, value in zip((1_100, 2_100), values):
                 writer.add_scalar(prefix + task, value, step)
@@ -177,6 +178,8 @@ def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(
     written = collect(runs_root, tmp_path / "results")
     assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
     assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]
+    assert sorted(json.loads((written[0] / "scalars.json").read_text())) == [
+        f"train/{stat}/{task}" for stat in ("alpha", "entropy", "weight") for task in ("a", "b")]
     kept, logged = read_scalars(written[0], "train/weight/"), read_scalars(runs_root / "tiny_picor" / "seed0", "train/weight/")
     assert kept.keys() == logged.keys() == {"a", "b"}
     for task in kept:

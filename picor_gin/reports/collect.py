@@ -1,6 +1,6 @@
 """Copies finished runs' small files into a results folder that a repository can keep: each run's
 config.gin, eval.jsonl and summary.json, and the per-task TensorBoard scalars the figures read
-(the eq. 9 weights, the temperatures) as scalars.json. Kilobytes per run: no checkpoints, no
+(the eq. 9 weights, the temperatures, the policy's entropy) as scalars.json. Kilobytes per run: no checkpoints, no
 event files, so every table and figure of a study can be drawn again from a clone."""
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 SMALL_FILES = ("config.gin", "eval.jsonl", "summary.json")
 SCALARS_FILE = "scalars.json"
-PER_TASK_PREFIXES = ("train/weight/", "train/alpha/")  # Fig. 4 of the paper: w_z over time
+# Fig. 4 of the paper (w_z over time), the temperatures w_z is computed from, and each task's policy
+# entropy, which drives its temperature.
+PER_TASK_PREFIXES = ("train/weight/", "train/alpha/", "train/entropy/")
 
 
 def read_scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
