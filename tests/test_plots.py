@@ -168,6 +168,21 @@ def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn)
         assert offsets and offsets == [""] * len(offsets), name
 
 
+def test_scalars_of_a_resumed_run_follow_the_resumed_attempt_without_a_warning(tmp_path, caplog):
+    from picor_gin.reports.collect import read_scalars
+
+    # The first attempt logs steps 1-4 and dies; the second resumes from its checkpoint at step 2
+    # and, as a resumed run's logger does (Experiment.build), purges from step 3 on.
+    for value, steps, purge in ((1.0, (1, 2, 3, 4), None), (2.0, (3, 4, 5), 3)):
+        writer = SummaryWriter(str(tmp_path), purge_step=purge)
+        for step in steps:
+            writer.add_scalar("train/alpha/a", value, step)
+        writer.close()
+    steps, values = read_scalars(tmp_path, "train/alpha/")["a"]
+    assert steps.tolist() == [1, 2, 3, 4, 5] and values.tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
+    assert not [record for record in caplog.records if "out of order" in record.getMessage()]
+
+
 def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(tmp_path):
     from picor_gin.reports.collect import collect, read_scalars
 

@@ -5,6 +5,7 @@ event files, so every table and figure of a study can be drawn again from a clon
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -28,7 +29,15 @@ def read_scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.n
         series = json.loads(exported.read_text())
     else:
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-        events.Reload()
+        # A resumed run's events restart at its checkpoint; TensorBoard drops the ones its earlier
+        # attempt logged past that point, as wanted, with a warning per tag that says nothing here.
+        tensorboard_log = logging.getLogger("tensorboard")
+        level = tensorboard_log.level
+        tensorboard_log.setLevel(logging.ERROR)
+        try:
+            events.Reload()
+        finally:
+            tensorboard_log.setLevel(level)
         series = {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     return {
         tag[len(prefix):]: (np.array([step for step, _ in points]), np.array([value for _, value in points]))
