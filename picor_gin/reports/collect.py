@@ -1,7 +1,8 @@
 """Copies finished runs' small files into a results folder that a repository can keep: each run's
 config.gin, eval.jsonl and summary.json, and the per-task TensorBoard scalars the figures read
-(the eq. 9 weights, the temperatures, the policy's entropy) as scalars.json. Kilobytes per run: no checkpoints, no
-event files, so every table and figure of a study can be drawn again from a clone."""
+(the eq. 9 weights, the temperatures, the policy's entropy) as scalars.json. Kilobytes per run:
+no checkpoints, no event files, so every table and figure of a study can be drawn again from a
+clone."""
 from __future__ import annotations
 
 import json

@@ -33,19 +33,16 @@ def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
 
 
 def _plot_band(ax, curves, label: str, log: bool = False) -> None:
-    """The mean over seeds with a ±1 std band; with `log`, both in log space (the geometric mean,
-    a band that stays positive), for values that span decades."""
+    """The mean over seeds with a ±1 std band; with `log`, both in log space on a log axis (the
+    geometric mean, a band that stays positive), for values that span decades."""
+    grid, mean, std = _band([(steps, np.log(ys) if log else ys) for steps, ys in curves])
+    low, centre, high = (np.exp(v) if log else v for v in (mean - std, mean, mean + std))
+    ax.plot(grid, centre, label=f"{label} (n={len(curves)})")
+    ax.fill_between(grid, low, high, alpha=0.25)
     if log:
-        grid, mean, std = _band([(steps, np.log(ys)) for steps, ys in curves])
-        ax.plot(grid, np.exp(mean), label=f"{label} (n={len(curves)})")
-        ax.fill_between(grid, np.exp(mean - std), np.exp(mean + std), alpha=0.25)
         ax.set_yscale("log")
-        return
-    grid, mean, std = _band(curves)
-    ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
-    ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
-    # Values as they are: an offset ("+2.5e-1" over ticks like 0.00008) hides what w_z is.
-    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    else:  # values as they are: an offset ("+2.5e-1" over ticks like 0.00008) hides what w_z is
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
