@@ -13,37 +13,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import gin
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import picor_gin  # noqa: E402,F401
+from benchmarks.throughput import _build  # noqa: E402
 from picor_gin.run.evaluation import evaluate  # noqa: E402
-from picor_gin.run.experiment import Experiment  # noqa: E402
 
 
 def seconds_per_evaluation(config: str, episodes: list[int], rounds: int) -> tuple[dict[int, float], int]:
     """The fastest of `rounds` evaluations of `config`'s untrained policy, per episodes value, and
     the env steps of one episode on every task."""
-    gin.clear_config()
-    gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings([str(REPO / "gin_configs" / f"{config}.gin")], [], skip_unknown=False)
-    experiment = Experiment()
-    with tempfile.TemporaryDirectory() as run_dir:
-        built = experiment.build(Path(run_dir))
+    built = _build(config, [])
+    task_set = built.data.task_set
     best = {e: float("inf") for e in episodes}
     for _ in range(rounds):
         for e in episodes:  # alternate, so load from other processes reaches every setting alike
             start = time.perf_counter()
-            evaluate(built.module.policy, experiment.task_set, e, seed=0)
+            evaluate(built.module.policy, task_set, e, seed=0)
             best[e] = min(best[e], time.perf_counter() - start)
-    return best, experiment.task_set.num_tasks * experiment.task_set.max_episode_steps
+    return best, task_set.num_tasks * task_set.max_episode_steps
 
 
 def main() -> None:
