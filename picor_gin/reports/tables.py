@@ -18,6 +18,7 @@ from picor_gin.reports.runs import ReportError, find_runs, group_by_arm, require
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
 LOWER_IS_BETTER = ("average_forgetting",)  # on request only: a run's mean drop of each task below its best
 CONFIDENCE = 0.95
+Arms = dict[str, list[Path]]  # arm label -> its run folders, as runs.group_by_arm returns them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +73,10 @@ def summarize(name: str, values: Sequence[float], reps: int, seed: int) -> Row:
     return Row(name, len(finals), float(finals.mean()), float(finals.std()), *iqm_interval(finals, reps, seed))
 
 
-def report_rows(summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> list[Row]:
-    """One row per arm, sorted by its label."""
+def report_rows(arms: Arms, summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> list[Row]:
+    """One row per arm, in `arms`' order (group_by_arm sorts by label)."""
     return [summarize(label, [summaries[run_dir][metric] for run_dir in run_dirs], reps, seed)
-            for label, run_dirs in group_by_arm(summaries).items()]
+            for label, run_dirs in arms.items()]
 
 
 def env_steps_to_reach(run_dir: Path, metric: str, threshold: float) -> int | None:
@@ -88,13 +89,11 @@ def env_steps_to_reach(run_dir: Path, metric: str, threshold: float) -> int | No
     return None
 
 
-def reach_report(
-    summaries: dict[Path, dict], metric: str, threshold: float, reps: int, seed: int
-) -> tuple[str, list[Row]]:
+def reach_report(arms: Arms, metric: str, threshold: float, reps: int, seed: int) -> tuple[str, list[Row]]:
     """Env steps to reach `threshold` per arm, over the seeds that reached it (how many
     did is its own column: a run that never reaches has no step count to average)."""
     groups = {label: [env_steps_to_reach(run_dir, metric, threshold) for run_dir in run_dirs]
-              for label, run_dirs in group_by_arm(summaries).items()}
+              for label, run_dirs in arms.items()}
     lines = [
         f"Env steps to the first evaluation with `{metric}` >= {threshold}, over the seeds that reached it; "
         f"IQM with {CONFIDENCE:.0%} percentile-bootstrap CI (rliable, {reps} reps, seed {seed}).",
@@ -114,14 +113,13 @@ def reach_report(
     return "\n".join(lines) + "\n", rows
 
 
-def per_task_report(summaries: dict[Path, dict], metric: str) -> str:
+def per_task_report(arms: Arms, summaries: dict[Path, dict], metric: str) -> str:
     """Each task's final value of `metric` (a mean over tasks, e.g. mean_success) per arm:
     mean ± std over its seeds, so a mean over tasks can be traced to the tasks behind it."""
     if not metric.startswith("mean_"):
         raise ReportError(f"--per_task needs a metric with a value per task ({', '.join(METRICS)}), not {metric}")
     key = metric.removeprefix("mean_")
-    groups = {label: [summaries[run_dir]["tasks"] for run_dir in run_dirs]
-              for label, run_dirs in group_by_arm(summaries).items()}
+    groups = {label: [summaries[run_dir]["tasks"] for run_dir in run_dirs] for label, run_dirs in arms.items()}
     tasks = list(next(iter(groups.values()))[0])
     lines = [
         f"Final `{key}` per task, mean ± std over seeds.",
@@ -156,11 +154,11 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def budget_note(summaries: dict[Path, dict]) -> str:
+def budget_note(arms: Arms, summaries: dict[Path, dict]) -> str:
     """A line naming each arm's env steps run (summary.json's total_env_steps) where the runs'
     differ, else nothing: final values after unequal env steps do not compare at equal samples."""
     budgets = {label: sorted({summaries[run_dir]["total_env_steps"] for run_dir in run_dirs})
-               for label, run_dirs in group_by_arm(summaries).items()}
+               for label, run_dirs in arms.items()}
     if len({steps for values in budgets.values() for steps in values}) < 2:
         return ""
     arms = "; ".join(f"{label} {' and '.join(f'{steps:,}' for steps in values)}" for label, values in budgets.items())
@@ -176,14 +174,15 @@ def build_report(
     raises ReportError if there is nothing to report. Each ends with budget_note's line."""
     summaries = {run_dir: read_summary(run_dir) for run_dir in require_runs(list(paths))}
     metric = choose_metric(summaries, metric)
+    arms = group_by_arm(summaries)
     if reach is not None:
-        table, rows = reach_report(summaries, metric, reach, reps, seed)
+        table, rows = reach_report(arms, metric, reach, reps, seed)
     elif per_task:
-        table, rows = per_task_report(summaries, metric), []
+        table, rows = per_task_report(arms, summaries, metric), []
     else:
-        rows = report_rows(summaries, metric, reps, seed)
+        rows = report_rows(arms, summaries, metric, reps, seed)
         table = markdown(rows, metric, reps, seed)
-    return table + budget_note(summaries), rows
+    return table + budget_note(arms, summaries), rows
 
 
 def _cell_summaries(runs: list[Path], root: Path, stem: str | None) -> dict[Path, dict]:
