@@ -65,7 +65,7 @@ case "${1:-}" in
     ;;
   collect)
     # Each finished run's config.gin, eval.jsonl, summary.json and its per-task weights and
-    # temperatures and entropies (scalars.json): kilobytes, no checkpoints. Read with this checkout's code.
+    # temperatures, entropies and the critic's Q and loss (scalars.json): kilobytes, no checkpoints. Read with this checkout's code.
     "$REPO/.venv/bin/python" "$REPO/launch/collect.py" "$RUNS" "$RESULTS"
     ;;
   report)

@@ -15,9 +15,11 @@ from tests.conftest import REPO, load_launch_script
 
 def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str = "",
               weights: tuple[tuple[float, float], ...] = ((0.6, 0.6), (0.4, 0.4)),
-              temperatures: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.01, 0.02))) -> None:
+              temperatures: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.01, 0.02)),
+              critic: tuple[tuple[float, float], tuple[float, float]] | None = ((10.0, 30.0), (5.0, 1.0))) -> None:
     """A run folder as launch/run.py writes it: config.gin (plus `config`), eval.jsonl, TensorBoard
-    weights, temperatures and entropies (tasks a and b, two steps each), summary.json if finished."""
+    weights, temperatures and entropies (tasks a and b, two steps each), the critic's Q and loss
+    unless `critic` is None, summary.json if finished."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.gin").write_text(f"Experiment.name = '{name}'\nExperiment.seed = {seed}\n{config}")
     rows = []
@@ -32,6 +34,9 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
         for task, values in zip(("a", "b"), per_task):
             for step, value in zip((1_100, 2_100), values):
                 writer.add_scalar(prefix + task, value, step)
+    for tag, values in zip(("train/q", "train/loss_critic"), critic or ()):
+        for step, value in zip((1_100, 2_100), values):
+            writer.add_scalar(tag, value, step)
     writer.close()
     if finished:
         (run_dir / "summary.json").write_text(json.dumps(rows[-1]) + "\n")
@@ -103,6 +108,27 @@ def test_temperatures_are_drawn_per_task_as_the_geometric_mean_over_seeds_on_a_l
     assert y_scales["task_temperatures.png"] == "log" and y_scales["task_weights.png"] == "linear"
 
 
+def test_the_critic_is_drawn_per_run_in_its_arms_colour_and_runs_without_it_are_left_out(tmp_path, monkeypatch):
+    lines, save = {}, plots._save
+
+    def record(fig, path):
+        if path.name == "critic.png":
+            for ax, key in zip(fig.axes, ("q", "loss_critic")):
+                lines[key] = [(line.get_color(), list(line.get_ydata())) for line in ax.get_lines()]
+            lines["loss_scale"] = fig.axes[1].get_yscale()
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", record)
+    _fake_run(tmp_path / "picor-s0", "tiny_picor", 0, critic=((10.0, 30.0), (5.0, 1.0)))
+    _fake_run(tmp_path / "picor-s1", "tiny_picor", 1, critic=((20.0, 2_000.0), (50.0, 900.0)))  # diverges
+    _fake_run(tmp_path / "ppo-s0", "tiny_ppo", 0, critic=None)  # logs no Q
+    assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
+    # Each run its own line (the first and last of 40 spans hold one logged value each), not the mean over seeds.
+    assert [values for _, values in lines["q"]] == [[10.0, 30.0], [20.0, 2_000.0]]
+    assert [values for _, values in lines["loss_critic"]] == [[5.0, 1.0], [50.0, 900.0]]
+    assert len({colour for colour, _ in lines["q"]}) == 1 and lines["loss_scale"] == "log"
+
+
 def _png_size(path) -> tuple[int, int]:
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
@@ -118,11 +144,12 @@ def test_plot_writes_mean_per_task_forgetting_and_weight_figures(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "launch" / "plot.py"), *map(str, runs), f"--out={out}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["forgetting.png", "mean_score.png", "per_task_score.png",
+    assert sorted(p.name for p in out.iterdir()) == ["critic.png", "forgetting.png", "mean_score.png", "per_task_score.png",
                                                      "task_temperatures.png", "task_weights.png"]
     assert _png_size(out / "mean_score.png") == (800, 500)
     assert _png_size(out / "per_task_score.png") == (800, 300)  # 2 tasks x (4 x 3 inches) at 100 dpi
     assert _png_size(out / "task_weights.png") == (1600, 500)  # one panel per experiment
+    assert _png_size(out / "critic.png") == (1600, 500)  # Q and loss side by side
     assert _png_size(out / "forgetting.png") == (800, 500)  # from rows without the key, as older runs wrote them
     assert all((out / name).stat().st_size > 10_000 for name in ("mean_score.png", "task_weights.png", "forgetting.png"))
 
@@ -163,7 +190,7 @@ def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn)
     _fake_run(tmp_path / "seed0", "tiny_picor", 0, weights=((0.25, 0.25002), (0.25001, 0.25003)))
     assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
     assert drawn.keys() == {"mean_score.png", "per_task_score.png", "forgetting.png", "task_weights.png",
-                            "task_temperatures.png"}
+                            "task_temperatures.png", "critic.png"}
     for name, (_, offsets) in drawn.items():
         assert offsets and offsets == [""] * len(offsets), name
 
@@ -193,8 +220,8 @@ def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(
     written = collect(runs_root, tmp_path / "results")
     assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
     assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]
-    assert sorted(json.loads((written[0] / "scalars.json").read_text())) == [
-        f"train/{stat}/{task}" for stat in ("alpha", "entropy", "weight") for task in ("a", "b")]
+    assert sorted(json.loads((written[0] / "scalars.json").read_text())) == sorted(
+        ["train/q", "train/loss_critic"] + [f"train/{stat}/{task}" for stat in ("alpha", "entropy", "weight") for task in ("a", "b")])
     kept, logged = read_scalars(written[0], "train/weight/"), read_scalars(runs_root / "tiny_picor" / "seed0", "train/weight/")
     assert kept.keys() == logged.keys() == {"a", "b"}
     for task in kept:

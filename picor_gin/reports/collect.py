@@ -1,8 +1,8 @@
 """Copies finished runs' small files into a results folder that a repository can keep: each run's
-config.gin, eval.jsonl and summary.json, and the per-task TensorBoard scalars the figures read
-(the eq. 9 weights, the temperatures, the policy's entropy) as scalars.json. Kilobytes per run:
-no checkpoints, no event files, so every table and figure of a study can be drawn again from a
-clone."""
+config.gin, eval.jsonl and summary.json, and the TensorBoard scalars the figures read (the eq. 9
+weights, the temperatures, the policy's entropy, the critic's Q and loss) as scalars.json.
+Kilobytes per run: no checkpoints, no event files, so every table and figure of a study can be
+drawn again from a clone."""
 from __future__ import annotations
 
 import json
@@ -17,36 +17,40 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 SMALL_FILES = ("config.gin", "eval.jsonl", "summary.json")
 SCALARS_FILE = "scalars.json"
-# Fig. 4 of the paper (w_z over time), the temperatures w_z is computed from, and each task's policy
-# entropy, which drives its temperature.
-PER_TASK_PREFIXES = ("train/weight/", "train/alpha/", "train/entropy/")
+# Tag prefixes kept: Fig. 4 of the paper (w_z over time), the temperatures w_z is computed from,
+# each task's policy entropy, which drives its temperature, and the critic's mean Q and loss on
+# the logged updates' batches, where a diverging critic shows.
+KEPT_TAGS = ("train/weight/", "train/alpha/", "train/entropy/", "train/q", "train/loss_critic")
+
+
+def _logged_series(run_dir: Path) -> dict[str, list[list[float]]]:
+    """Every scalar tag's [[env steps, value], ...]: from the run's TensorBoard events, or from its
+    scalars.json where a results folder kept only that."""
+    exported = run_dir / SCALARS_FILE
+    if exported.is_file():
+        return json.loads(exported.read_text())
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    # A resumed run's events restart at its checkpoint; TensorBoard drops the ones its earlier
+    # attempt logged past that point, as wanted, with a warning per tag that says nothing here.
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)
+    try:
+        events.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
+    return {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def read_scalars(run_dir: Path, prefix: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(env steps, values) per tag under `prefix`, keyed by the rest of the tag: from the run's
-    TensorBoard events, or from its scalars.json where a results folder kept only that."""
-    exported = run_dir / SCALARS_FILE
-    if exported.is_file():
-        series = json.loads(exported.read_text())
-    else:
-        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-        # A resumed run's events restart at its checkpoint; TensorBoard drops the ones its earlier
-        # attempt logged past that point, as wanted, with a warning per tag that says nothing here.
-        tensorboard_log = logging.getLogger("tensorboard")
-        level = tensorboard_log.level
-        tensorboard_log.setLevel(logging.ERROR)
-        try:
-            events.Reload()
-        finally:
-            tensorboard_log.setLevel(level)
-        series = {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    """(env steps, values) per tag under `prefix`, keyed by the rest of the tag."""
     return {
         tag[len(prefix):]: (np.array([step for step, _ in points]), np.array([value for _, value in points]))
-        for tag, points in series.items() if tag.startswith(prefix)
+        for tag, points in _logged_series(run_dir).items() if tag.startswith(prefix)
     }
 
 
-def collect(runs_root: Path, results_root: Path, prefixes: Sequence[str] = PER_TASK_PREFIXES) -> list[Path]:
+def collect(runs_root: Path, results_root: Path, kept: Sequence[str] = KEPT_TAGS) -> list[Path]:
     """Copies every finished run <runs_root>/<arm>/seed<S> to <results_root>/<arm>/seed<S>;
     returns the folders written. Unfinished runs (no summary.json) are left out, and so are
     folders set aside under another name (seed<S>.stale<N>, or any seed<S>.<why>)."""
@@ -59,10 +63,8 @@ def collect(runs_root: Path, results_root: Path, prefixes: Sequence[str] = PER_T
         target.mkdir(parents=True, exist_ok=True)
         for name in SMALL_FILES:
             shutil.copy2(run_dir / name, target / name)
-        series = {}
-        for prefix in prefixes:
-            for tag, (steps, values) in read_scalars(run_dir, prefix).items():
-                series[prefix + tag] = [[int(s), round(float(v), 6)] for s, v in zip(steps, values)]
+        series = {tag: [[int(step), round(float(value), 6)] for step, value in points]
+                  for tag, points in _logged_series(run_dir).items() if tag.startswith(tuple(kept))}
         (target / SCALARS_FILE).write_text(json.dumps(series, sort_keys=True) + "\n")
         written.append(target)
     return written

@@ -1,6 +1,6 @@
 """Figures from run folders' own logs: learning curves with a band over seeds (the paper's
-Figure 2 style), per-task curves, forgetting, the adaptive weights w_z over time (Figure 4 style)
-and the SAC temperatures they are computed from."""
+Figure 2 style), per-task curves, forgetting, the adaptive weights w_z over time (Figure 4 style),
+the SAC temperatures they are computed from, and the critic's Q and loss per run."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,7 @@ from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
+CRITIC_WINDOWS = 40  # the critic's scalars come from one batch per logged update: averaged over this many spans
 
 
 def read_evaluations(run_dir: Path) -> list[dict]:
@@ -92,7 +93,40 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     # decades across tasks, hence the log axis.
     written += _per_task_scalars(arm_runs, "train/alpha/", "SAC temperatures alpha_z", out_dir / "task_temperatures.png",
                                  log_y=True)
+    written += _critic_per_run(arm_runs, out_dir / "critic.png")
     return written
+
+
+def _window_means(steps: np.ndarray, values: np.ndarray, windows: int = CRITIC_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
+    """Means of `values` over equal spans of env steps, at each span's centre (empty spans left out)."""
+    edges = np.linspace(steps.min(), steps.max(), windows + 1)
+    sums, _ = np.histogram(steps, edges, weights=values)
+    counts, _ = np.histogram(steps, edges)
+    filled = counts > 0
+    return ((edges[:-1] + edges[1:]) / 2)[filled], sums[filled] / counts[filled]
+
+
+def _critic_per_run(arm_runs: dict[str, list[Path]], path: Path) -> list[Path]:
+    """The critic's mean Q and its loss, one line per run coloured by arm: a critic that diverges
+    does so in one seed, which a mean over seeds would hide. Runs that did not log them are left out."""
+    logged = {name: [series for series in (read_scalars(run_dir, "train/") for run_dir in run_dirs)
+                     if "q" in series and "loss_critic" in series]
+              for name, run_dirs in arm_runs.items()}
+    logged = {name: runs for name, runs in logged.items() if runs}
+    if not logged:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0] * 2, FIGURE_SIZE[1]), dpi=DPI)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for arm, (name, runs) in enumerate(logged.items()):
+        for index, series in enumerate(runs):
+            for ax, key in zip(axes, ("q", "loss_critic")):
+                ax.plot(*_window_means(*series[key]), color=colours[arm % len(colours)], linewidth=1,
+                        label=f"{name} (n={len(runs)})" if index == 0 else None)
+    axes[0].set(title="critic: mean Q on the logged batches", xlabel="environment steps", ylabel="Q")
+    axes[0].ticklabel_format(axis="y", useOffset=False, style="plain")
+    axes[1].set(title="critic loss (log axis)", xlabel="environment steps", ylabel="loss_critic", yscale="log")
+    axes[0].legend(fontsize="small")
+    return [_save(fig, path)]
 
 
 def _per_task_scalars(arm_runs: dict[str, list[Path]], prefix: str, what: str, path: Path, log_y: bool = False) -> list[Path]:
