@@ -182,9 +182,12 @@ class MultiTaskLearner(L.LightningModule):
         if self.correction is not None:
             metrics["train/constraint_active_share"] = self.correction.active_share()
         per_task.update(self.backbone.task_stats())
-        snapshot = self.backbone.policy_snapshot(batch.correction["observation"])
+        observation = batch.correction["observation"]  # [N, M, D]: M states of each task
+        snapshot = self.backbone.policy_snapshot(observation)
         if "log_prob" in snapshot.keys():
             per_task["entropy"] = -snapshot["log_prob"].mean(-1)
+        estimates = self.backbone.critic_estimates(observation, snapshot)
+        per_task.update({stat: values.mean(-1) for stat, values in estimates.items()})
         for stat, values in per_task.items():
             for name, value in zip(self.task_names, values.tolist()):
                 metrics[f"train/{stat}/{name}"] = value

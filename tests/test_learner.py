@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 import pytest
 import torch
 
@@ -59,6 +60,44 @@ def test_the_backbone_learns_each_updates_tasks_from_the_batch():
                               backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))))
     _fit(module, _batches(module, 8))
     assert module.backbone.task_updates == [2, 2, 2, 2]
+
+
+class _RecordingLogger(Logger):
+    """Keeps every log_metrics call's metrics."""
+
+    name, version = "recording", 0
+    experiment = None
+
+    def __init__(self):
+        super().__init__()
+        self.logged: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_each_tasks_logged_q_is_the_critics_twin_min_at_the_policys_action_on_its_own_states():
+    """TD3's deterministic actor: train/q/<task> of the last update is the final critic's
+    min-twin Q at mu(s), averaged over that task's correction states only."""
+    torch.manual_seed(0)
+    module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"], log_every_updates=5,
+                              backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))))
+    batches = _batches(module, 5)
+    logger = _RecordingLogger()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, log_every_n_steps=1,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=lambda b: b))
+    logged = [metrics for metrics in logger.logged if "train/q/a" in metrics]
+    assert len(logged) == 1  # update 5 of 5, after which nothing changes the networks
+    observation = batches[-1].correction["observation"]  # [4 tasks, 8 states, 6]
+    backbone = module.backbone
+    with torch.no_grad():
+        expected = backbone.critic(observation, backbone.actor(observation)).min(-1).values.mean(-1)
+    assert [logged[0][f"train/q/{name}"] for name in "abcd"] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert len(set(expected.tolist())) == 4  # each task's own states and one-hot id
 
 
 class _CountingDescent(PenaltyDescent):

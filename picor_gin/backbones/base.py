@@ -91,6 +91,12 @@ class Backbone(nn.Module, abc.ABC):
         states already record pi_t (an on-policy backbone's rollout)."""
         return self.policy_snapshot(states["observation"])
 
+    def critic_estimates(self, observation: torch.Tensor, snapshot: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The critic's own estimates per state of `observation`, for the per-task logs ("q": Q at
+        the snapshot's action; "value": V(s)): an overestimating critic shows per task there, where
+        a batch mean mixes the tasks. {} for a backbone that logs none."""
+        return {}
+
     @abc.abstractmethod
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         """The baseline of A^{pi_t} on the correction states, what pi_t's own actions score:
@@ -133,6 +139,12 @@ def frozen_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor)
         return critic(observation, action)
     params = {name: p.detach() for name, p in critic.named_parameters()}
     return torch.func.functional_call(critic, params, (observation, action))
+
+
+@torch.no_grad()
+def twin_min_q(critic: nn.Module, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """min_i Q_i(s, a), detached: what a twin critic estimates for the action."""
+    return critic(observation, action).min(-1).values
 
 
 def bootstrapped_target(

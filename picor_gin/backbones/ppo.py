@@ -117,6 +117,10 @@ class PPO(Backbone):
         return states.select("action", "action_log_prob")
 
     @torch.no_grad()
+    def critic_estimates(self, observation: torch.Tensor, snapshot: TensorDictBase) -> dict[str, torch.Tensor]:
+        return {"value": self.critic(observation).squeeze(-1)}
+
+    @torch.no_grad()
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         """A^GAE at the rollout's own actions: the surrogate ratio_phi A at phi = pi_t (ratio 1)."""
         return states["advantage"].squeeze(-1)

@@ -12,7 +12,9 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torchrl.modules import NormalParamExtractor, ProbabilisticActor, TanhNormal
 
-from picor_gin.backbones.base import Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss
+from picor_gin.backbones.base import (
+    Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss, twin_min_q,
+)
 from picor_gin.networks import Network, OneHotMLP
 
 
@@ -194,6 +196,9 @@ class SAC(Backbone):
     def task_stats(self) -> dict[str, torch.Tensor]:
         return {"alpha": self.log_alpha.detach().exp()}
 
+    def critic_estimates(self, observation: torch.Tensor, snapshot: TensorDictBase) -> dict[str, torch.Tensor]:
+        return {"q": twin_min_q(self.critic, observation, snapshot["action"])}
+
     def _advantage_critic(self) -> nn.Module:
         return self.target_critic if self.advantage_critic == "target" else self.critic
 
@@ -212,7 +217,7 @@ class SAC(Backbone):
     @torch.no_grad()
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
         alpha = self.log_alpha.exp()[states["task_id"]]
-        q = self._advantage_critic()(states["observation"], pi_t["action"]).min(-1).values
+        q = twin_min_q(self._advantage_critic(), states["observation"], pi_t["action"])
         return q - self.advantage_entropy_coef * alpha * pi_t["log_prob"]
 
     def correction_terms(

@@ -17,7 +17,9 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequ
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-from picor_gin.backbones.base import Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss
+from picor_gin.backbones.base import (
+    Backbone, bootstrapped_target, frozen_q, polyak_update, twin_critic_loss, twin_min_q,
+)
 from picor_gin.networks import Network, OneHotMLP
 
 
@@ -147,9 +149,11 @@ class TD3(Backbone):
     def policy_snapshot(self, observation: torch.Tensor) -> TensorDictBase:
         return TensorDict({"action": self.actor(observation)}, batch_size=observation.shape[:-1])
 
-    @torch.no_grad()
+    def critic_estimates(self, observation: torch.Tensor, snapshot: TensorDictBase) -> dict[str, torch.Tensor]:
+        return {"q": twin_min_q(self.critic, observation, snapshot["action"])}
+
     def value_baseline(self, states: TensorDictBase, pi_t: TensorDictBase) -> torch.Tensor:
-        return self.critic(states["observation"], pi_t["action"]).min(-1).values
+        return twin_min_q(self.critic, states["observation"], pi_t["action"])
 
     def correction_terms(
         self,
