@@ -3,7 +3,7 @@ python launch/collect.py RUNS_ROOT RESULTS_ROOT
 
 Each <RUNS_ROOT>/<arm>/seed<S> with a summary.json goes to <RESULTS_ROOT>/<arm>/seed<S>:
 config.gin, eval.jsonl, summary.json and scalars.json (the per-task weights, temperatures and
-policy entropies and the critic's mean Q and loss, from TensorBoard), so launch/report.py and
+policy entropies, the critic's mean and per-task estimates and its loss, from TensorBoard), so launch/report.py and
 launch/plot.py draw every table and figure from RESULTS_ROOT alone. Exit status: 0 done; 2 RUNS_ROOT is not a folder.
 """
 from __future__ import annotations

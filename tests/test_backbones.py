@@ -249,3 +249,15 @@ def test_value_baseline_on_all_tasks_at_once_equals_a_loop_over_tasks():
         expected = q - sac.log_alpha[z].exp() * pi_t["log_prob"][z]
         assert torch.allclose(batched[z], expected, atol=1e-6)
         assert torch.allclose(sac.value_baseline(states[z], pi_t[z]), expected, atol=1e-6)
+
+
+def test_critic_estimates_are_the_twin_min_q_at_the_snapshots_action_per_state():
+    sac = _sac()
+    task_id = torch.arange(NUM_TASKS).unsqueeze(-1).expand(NUM_TASKS, 5)
+    observation = _observation(task_id)
+    snapshot = sac.policy_snapshot(observation)
+    estimates = sac.critic_estimates(observation, snapshot)
+    assert estimates.keys() == {"q"} and not estimates["q"].requires_grad
+    both = sac.critic(observation, snapshot["action"])  # [tasks, states, 2]
+    assert not torch.equal(both[..., 0], both[..., 1])  # the min has a choice to make
+    assert torch.equal(estimates["q"], both.min(-1).values)

@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
@@ -34,7 +35,7 @@ def _fake_run(run_dir, name: str, seed: int, finished: bool = True, config: str 
         for task, values in zip(("a", "b"), per_task):
             for step, value in zip((1_100, 2_100), values):
                 writer.add_scalar(prefix + task, value, step)
-    for tag, values in zip(("train/q", "train/loss_critic"), critic or ()):
+    for tag, values in zip(("train/q", "train/loss_critic", "train/q/a"), (*critic, critic[0]) if critic else ()):
         for step, value in zip((1_100, 2_100), values):
             writer.add_scalar(tag, value, step)
     writer.close()
@@ -116,17 +117,29 @@ def test_the_critic_is_drawn_per_run_in_its_arms_colour_and_runs_without_it_are_
             for ax, key in zip(fig.axes, ("q", "loss_critic")):
                 lines[key] = [(line.get_color(), list(line.get_ydata())) for line in ax.get_lines()]
             lines["loss_scale"] = fig.axes[1].get_yscale()
+        if path.name == "mean_score.png":
+            lines["arms"] = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", record)
     _fake_run(tmp_path / "picor-s0", "tiny_picor", 0, critic=((10.0, 30.0), (5.0, 1.0)))
     _fake_run(tmp_path / "picor-s1", "tiny_picor", 1, critic=((20.0, 2_000.0), (50.0, 900.0)))  # diverges
-    _fake_run(tmp_path / "ppo-s0", "tiny_ppo", 0, critic=None)  # logs no Q
+    _fake_run(tmp_path / "ppo-s0", "tiny_mtppo", 0, critic=None)  # logs no Q, and is the first arm
     assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
     # Each run its own line (the first and last of 40 spans hold one logged value each), not the mean over seeds.
     assert [values for _, values in lines["q"]] == [[10.0, 30.0], [20.0, 2_000.0]]
     assert [values for _, values in lines["loss_critic"]] == [[5.0, 1.0], [50.0, 900.0]]
-    assert len({colour for colour, _ in lines["q"]}) == 1 and lines["loss_scale"] == "log"
+    assert {colour for colour, _ in lines["q"]} == {lines["arms"]["tiny_picor (n=2)"]}  # its colour in every figure
+    assert lines["loss_scale"] == "log"
+
+
+def test_critic_values_are_averaged_over_equal_spans_of_env_steps():
+    steps = np.arange(100)  # 4 spans: [0, 24.75), [24.75, 49.5), [49.5, 74.25), [74.25, 99], the last closed
+    centres, means = plots._window_means(steps, steps * 2.0, windows=4)
+    assert centres.tolist() == pytest.approx([12.375, 37.125, 61.875, 86.625])
+    assert means.tolist() == pytest.approx([24.0, 74.0, 124.0, 174.0])  # twice the mean of 0-24, 25-49, ...
+    centres, means = plots._window_means(np.array([0, 1, 99]), np.array([1.0, 3.0, 5.0]), windows=4)
+    assert means.tolist() == [2.0, 5.0] and len(centres) == 2  # empty spans are left out
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -221,7 +234,8 @@ def test_collect_keeps_only_the_small_files_and_the_weights_and_they_plot_alike(
     assert written == [tmp_path / "results" / "tiny_picor" / "seed0"]
     assert sorted(p.name for p in written[0].iterdir()) == ["config.gin", "eval.jsonl", "scalars.json", "summary.json"]
     assert sorted(json.loads((written[0] / "scalars.json").read_text())) == sorted(
-        ["train/q", "train/loss_critic"] + [f"train/{stat}/{task}" for stat in ("alpha", "entropy", "weight") for task in ("a", "b")])
+        ["train/q", "train/q/a", "train/loss_critic"]
+        + [f"train/{stat}/{task}" for stat in ("alpha", "entropy", "weight") for task in ("a", "b")])
     kept, logged = read_scalars(written[0], "train/weight/"), read_scalars(runs_root / "tiny_picor" / "seed0", "train/weight/")
     assert kept.keys() == logged.keys() == {"a", "b"}
     for task in kept:

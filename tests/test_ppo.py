@@ -170,6 +170,14 @@ def test_the_correction_surrogate_on_on_policy_data_is_zero_at_pi_t_and_moves_wi
     assert all(p.grad is None for p in ppo.critic.parameters())
 
 
+def test_ppos_critic_estimate_is_its_state_value_per_state():
+    ppo = _ppo()
+    observation = torch.randn(4, 5, 6)  # [tasks, states, obs]
+    estimates = ppo.critic_estimates(observation, ppo.policy_snapshot(observation))
+    assert estimates.keys() == {"value"} and estimates["value"].shape == (4, 5)
+    assert torch.equal(estimates["value"], ppo.critic(observation)[..., 0].detach())
+
+
 @pytest.mark.parametrize(
     "bindings, message",
     [

@@ -1,6 +1,7 @@
 """Copies finished runs' small files into a results folder that a repository can keep: each run's
 config.gin, eval.jsonl and summary.json, and the TensorBoard scalars the figures read (the eq. 9
-weights, the temperatures, the policy's entropy, the critic's Q and loss) as scalars.json.
+weights, the temperatures, the policy's entropy, the critic's Q, per-task estimates and loss) as
+scalars.json.
 Kilobytes per run: no checkpoints, no event files, so every table and figure of a study can be
 drawn again from a clone."""
 from __future__ import annotations
@@ -18,9 +19,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 SMALL_FILES = ("config.gin", "eval.jsonl", "summary.json")
 SCALARS_FILE = "scalars.json"
 # Tag prefixes kept: Fig. 4 of the paper (w_z over time), the temperatures w_z is computed from,
-# each task's policy entropy, which drives its temperature, and the critic's mean Q and loss on
-# the logged updates' batches, where a diverging critic shows.
-KEPT_TAGS = ("train/weight/", "train/alpha/", "train/entropy/", "train/q", "train/loss_critic")
+# each task's policy entropy, which drives its temperature, and the critic's estimates, where a
+# diverging critic shows: "train/q" is the batch's mean Q and, as a prefix, each task's Q
+# ("train/q/<task>"), with PPO's V ("train/value/<task>") and the critic's loss.
+KEPT_TAGS = ("train/weight/", "train/alpha/", "train/entropy/", "train/q", "train/value/", "train/loss_critic")
 
 
 def _logged_series(run_dir: Path) -> dict[str, list[list[float]]]:

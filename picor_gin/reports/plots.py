@@ -112,12 +112,11 @@ def _critic_per_run(arm_runs: dict[str, list[Path]], path: Path) -> list[Path]:
     logged = {name: [series for series in (read_scalars(run_dir, "train/") for run_dir in run_dirs)
                      if "q" in series and "loss_critic" in series]
               for name, run_dirs in arm_runs.items()}
-    logged = {name: runs for name, runs in logged.items() if runs}
-    if not logged:
+    if not any(logged.values()):
         return []
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0] * 2, FIGURE_SIZE[1]), dpi=DPI)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for arm, (name, runs) in enumerate(logged.items()):
+    for arm, (name, runs) in enumerate(logged.items()):  # every arm counts, so each keeps the other figures' colour
         for index, series in enumerate(runs):
             for ax, key in zip(axes, ("q", "loss_critic")):
                 ax.plot(*_window_means(*series[key]), color=colours[arm % len(colours)], linewidth=1,

@@ -21,6 +21,7 @@ NAME_KEY = "Experiment.name"
 # the scratch folder of a DDP rank other than 0 (.rank<k>); neither is a run of its own.
 SET_ASIDE = re.compile(r"\.(stale|rank)\d+$")
 Bindings = tuple[tuple[str, str], ...]  # (key, value as gin text), sorted by key
+Arms = dict[str, list[Path]]  # arm label -> its run folders (group_by_arm)
 
 
 class ReportError(ValueError):
@@ -111,7 +112,7 @@ def _labels(arms: list[tuple[str, Bindings]]) -> dict[tuple[str, Bindings], str]
     return labels
 
 
-def group_by_arm(run_dirs: Iterable[Path]) -> dict[str, list[Path]]:
+def group_by_arm(run_dirs: Iterable[Path]) -> Arms:
     """Arm label -> its run folders, sorted by label; refuses two runs of one arm with one seed,
     which would count one run twice (a copied folder) and shrink the spread over seeds."""
     arms: dict[tuple[str, Bindings], dict[object, Path]] = collections.defaultdict(dict)

@@ -13,12 +13,11 @@ from rliable import library as rly
 from rliable import metrics as rly_metrics
 
 from picor_gin.reports import paper
-from picor_gin.reports.runs import ReportError, find_runs, group_by_arm, require_runs
+from picor_gin.reports.runs import Arms, ReportError, find_runs, group_by_arm, require_runs
 
 METRICS = ("mean_success", "mean_score", "mean_return")  # the default is the first every run reports
 LOWER_IS_BETTER = ("average_forgetting",)  # on request only: a run's mean drop of each task below its best
 CONFIDENCE = 0.95
-Arms = dict[str, list[Path]]  # arm label -> its run folders, as runs.group_by_arm returns them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +160,8 @@ def budget_note(arms: Arms, summaries: dict[Path, dict]) -> str:
                for label, run_dirs in arms.items()}
     if len({steps for values in budgets.values() for steps in values}) < 2:
         return ""
-    arms = "; ".join(f"{label} {' and '.join(f'{steps:,}' for steps in values)}" for label, values in budgets.items())
-    return f"\nNote: the runs' env steps differ (total_env_steps: {arms}), so these rows do not compare at equal samples.\n"
+    listed = "; ".join(f"{label} {' and '.join(f'{steps:,}' for steps in values)}" for label, values in budgets.items())
+    return f"\nNote: the runs' env steps differ (total_env_steps: {listed}), so these rows do not compare at equal samples.\n"
 
 
 def build_report(
