@@ -19,6 +19,7 @@ from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
+Series = dict[str, tuple[np.ndarray, np.ndarray]]  # a run's scalars: tag -> (env steps, values), as read_scalars gives
 CRITIC_WINDOWS = 40  # the critic's scalars come from one batch per logged update: averaged over this many spans
 
 
@@ -87,13 +88,14 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     ax.legend()
     written.append(_save(fig, out_dir / "forgetting.png"))
 
-    arm_runs = {name: [run_dir for run_dir, _ in members] for name, members in runs.items()}
-    written += _per_task_scalars(arm_runs, "train/weight/", "task weights w_z", out_dir / "task_weights.png")
+    # Each run's train/ scalars, read once (a run's TensorBoard events take seconds to load).
+    scalars = {name: [read_scalars(run_dir, "train/") for run_dir, _ in members] for name, members in runs.items()}
+    written += _per_task_scalars(scalars, "weight/", "task weights w_z", out_dir / "task_weights.png")
     # Eq. 9's weights are softmax(alpha / tau): the temperatures say why a weight moved. They span
     # decades across tasks, hence the log axis.
-    written += _per_task_scalars(arm_runs, "train/alpha/", "SAC temperatures alpha_z", out_dir / "task_temperatures.png",
+    written += _per_task_scalars(scalars, "alpha/", "SAC temperatures alpha_z", out_dir / "task_temperatures.png",
                                  log_y=True)
-    written += _critic_per_run(arm_runs, out_dir / "critic.png")
+    written += _critic_per_run(scalars, out_dir / "critic.png")
     return written
 
 
@@ -106,12 +108,11 @@ def _window_means(steps: np.ndarray, values: np.ndarray, windows: int = CRITIC_W
     return ((edges[:-1] + edges[1:]) / 2)[filled], sums[filled] / counts[filled]
 
 
-def _critic_per_run(arm_runs: dict[str, list[Path]], path: Path) -> list[Path]:
+def _critic_per_run(scalars: dict[str, list[Series]], path: Path) -> list[Path]:
     """The critic's mean Q and its loss, one line per run coloured by arm: a critic that diverges
     does so in one seed, which a mean over seeds would hide. Runs that did not log them are left out."""
-    logged = {name: [series for series in (read_scalars(run_dir, "train/") for run_dir in run_dirs)
-                     if "q" in series and "loss_critic" in series]
-              for name, run_dirs in arm_runs.items()}
+    logged = {name: [series for series in per_run if "q" in series and "loss_critic" in series]
+              for name, per_run in scalars.items()}
     if not any(logged.values()):
         return []
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_SIZE[0] * 2, FIGURE_SIZE[1]), dpi=DPI)
@@ -128,10 +129,11 @@ def _critic_per_run(arm_runs: dict[str, list[Path]], path: Path) -> list[Path]:
     return [_save(fig, path)]
 
 
-def _per_task_scalars(arm_runs: dict[str, list[Path]], prefix: str, what: str, path: Path, log_y: bool = False) -> list[Path]:
-    """One panel per arm whose runs all logged the per-task scalars under `prefix`, one curve per
-    task with its band over seeds; no figure where no arm logged them."""
-    series = {name: [read_scalars(run_dir, prefix) for run_dir in run_dirs] for name, run_dirs in arm_runs.items()}
+def _per_task_scalars(scalars: dict[str, list[Series]], prefix: str, what: str, path: Path, log_y: bool = False) -> list[Path]:
+    """One panel per arm whose runs all logged the per-task scalars under train/`prefix`, one curve
+    per task with its band over seeds; no figure where no arm logged them."""
+    series = {name: [{tag[len(prefix):]: values for tag, values in run.items() if tag.startswith(prefix)} for run in per_run]
+              for name, per_run in scalars.items()}
     series = {name: per_run for name, per_run in series.items() if all(per_run)}
     if not series:
         return []
