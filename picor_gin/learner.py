@@ -23,6 +23,7 @@ from picor_gin.backbones import SAC, Backbone
 from picor_gin.correction.policy_correction import PolicyCorrection, Processes
 from picor_gin.data import Batch
 from picor_gin.gradient_surgery import GradientSurgery, MeanLoss
+from picor_gin.networks import Network
 from picor_gin.objectives import BackboneLosses, Objective
 from picor_gin.optimizers import OptimizerFactory, default_adam
 
@@ -34,7 +35,11 @@ class MultiTaskLearner(L.LightningModule):
     Args:
         obs_dim, action_dim, num_tasks, task_names: supplied by the Experiment.
         log_every_updates: supplied by the Experiment (`Experiment.log_every_updates`).
-        backbone: factory of the backbone, called with (obs_dim=, action_dim=, num_tasks=).
+        backbone: factory of the backbone, called with (obs_dim=, action_dim=, num_tasks=,
+            network=).
+        network: the network builder handed to the backbone (None: the backbone's default, the
+            paper's `OneHotMLP()`). It is the learner's, not the backbone's, so that swapping
+            the backbone keeps the network (MOORE's, PaCo's, ...).
         correction: None (no correction: MTSAC, MTTD3, the aggregator methods, KTM-DRL, PiCor's
             ablation "Cor X"), or a factory called with (backbone=): `@PolicyCorrection`, PiCor's
             eq. (9) weights and eq. (10) correction.
@@ -61,6 +66,7 @@ class MultiTaskLearner(L.LightningModule):
         num_tasks: int,
         task_names: list[str],
         backbone: Callable[..., Backbone] = SAC,
+        network: Network | None = None,
         correction: Callable[..., PolicyCorrection] | None = None,
         actor_optimizer: OptimizerFactory = default_adam,
         critic_optimizer: OptimizerFactory = default_adam,
@@ -76,7 +82,7 @@ class MultiTaskLearner(L.LightningModule):
         self.automatic_optimization = False
         self.num_tasks = num_tasks
         self.task_names = list(task_names)
-        self.backbone = backbone(obs_dim=obs_dim, action_dim=action_dim, num_tasks=num_tasks)
+        self.backbone = backbone(obs_dim=obs_dim, action_dim=action_dim, num_tasks=num_tasks, network=network)
         self.correction = None if correction is None else correction(backbone=self.backbone)
         self.gradient_surgery = gradient_surgery or MeanLoss()
         self.objective = objective or BackboneLosses()

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
 
 def _module(backbone_class, **kwargs) -> MultiTaskLearner:
     torch.manual_seed(0)
-    backbone = lambda **dims: backbone_class(**dims, network=OneHotMLP(hidden_sizes=(32, 32)))  # noqa: E731
     weighting = None if backbone_class is SAC else SoftmaxReturnWeights()  # eq. 9 needs SAC's temperatures
     correction = functools.partial(PolicyCorrection, weighting=weighting)
-    return MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"), backbone=backbone,
+    return MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"), backbone=backbone_class,
+                            network=OneHotMLP(hidden_sizes=(32, 32)),
                             correction=correction, **kwargs)
 
 

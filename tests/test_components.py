@@ -112,7 +112,7 @@ def test_all_tasks_sampler_by_one_binding(tmp_path):
 
 
 def test_multi_head_network_by_one_binding(tmp_path):
-    run, initial, _ = _train(tmp_path, ["SAC.network = @MultiHeadMLP()"])
+    run, initial, _ = _train(tmp_path, ["MultiTaskLearner.network = @MultiHeadMLP()"])
     actor_torso = run.module.backbone.actor[0]
     assert isinstance(actor_torso, TaskHeads)
     # Every task trained its own head: each head's slice moved.

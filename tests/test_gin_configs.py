@@ -148,7 +148,7 @@ def test_each_ppo_interference_arm_has_the_same_budget_and_the_picor_arms_the_sa
 
 
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# A binding as the docs write one: `SAC.network = ...`, `correction/Adam.lr = ...`.
+# A binding as the docs write one: `MultiTaskLearner.network = ...`, `correction/Adam.lr = ...`.
 DOC_BINDING = re.compile(r"(?<![\w.])((?:\w+/)*[A-Z]\w+)\.([a-z_]\w*) ?= ")
 
 

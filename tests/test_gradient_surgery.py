@@ -169,7 +169,7 @@ def test_surgery_keeps_td3s_delay_once_per_update_not_once_per_task():
     torch.manual_seed(0)
     module = MultiTaskLearner(
         obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
-        backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))),
+        backbone=TD3, network=OneHotMLP(hidden_sizes=(16, 16)),
         gradient_surgery=TorchJDAggregation(PCGrad()),
     )
     trainer = _fit(module, _all_task_batches(module, 4))

@@ -20,13 +20,9 @@ from picor_gin.samplers import RoundRobin
 from picor_gin.tasks import PointGoals
 
 
-def _small_sac(**kwargs) -> SAC:
-    return SAC(**kwargs, network=OneHotMLP(hidden_sizes=(16, 16)))
-
-
 def _module(**kwargs) -> MultiTaskLearner:
     return MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
-                            backbone=_small_sac, log_every_updates=5, **kwargs)
+                            backbone=SAC, network=OneHotMLP(hidden_sizes=(16, 16)), log_every_updates=5, **kwargs)
 
 
 def _batches(module: MultiTaskLearner, count: int):
@@ -57,7 +53,7 @@ def test_the_backbone_learns_each_updates_tasks_from_the_batch():
     """Round robin over 4 tasks: TD3 counts its policy delay per task from the tasks the learner
     passes it, so 8 updates are 2 of each task's."""
     module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"],
-                              backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))))
+                              backbone=TD3, network=OneHotMLP(hidden_sizes=(16, 16)))
     _fit(module, _batches(module, 8))
     assert module.backbone.task_updates == [2, 2, 2, 2]
 
@@ -84,7 +80,7 @@ def test_each_tasks_logged_q_is_the_critics_twin_min_at_the_policys_action_on_it
     min-twin Q at mu(s), averaged over that task's correction states only."""
     torch.manual_seed(0)
     module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=["a", "b", "c", "d"], log_every_updates=5,
-                              backbone=lambda **kw: TD3(**kw, network=OneHotMLP(hidden_sizes=(16, 16))))
+                              backbone=TD3, network=OneHotMLP(hidden_sizes=(16, 16)))
     batches = _batches(module, 5)
     logger = _RecordingLogger()
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, log_every_n_steps=1,
@@ -141,7 +137,7 @@ def test_without_a_correction_the_actor_is_the_backbones_alone():
     torch.manual_seed(0)
     picor = _module()
     torch.manual_seed(0)
-    reference = _small_sac(obs_dim=6, action_dim=2, num_tasks=4)
+    reference = SAC(obs_dim=6, action_dim=2, num_tasks=4, network=OneHotMLP(hidden_sizes=(16, 16)))
     reference.load_state_dict(picor.backbone.state_dict())
     batches = _batches(picor, 3)
     optimizers = {n: torch.optim.Adam(p, lr=3e-4) for n, p in reference.parameter_groups().items()}

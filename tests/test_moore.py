@@ -11,6 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from picor_gin.backbones import SAC, TD3
+from picor_gin.learner import MultiTaskLearner
 from picor_gin.networks import MooreNet, MooreNetwork, TaskHeads
 from picor_gin.networks.moore import gram_schmidt
 from tests.conftest import REPO
@@ -146,5 +147,16 @@ def test_moore_sizes_are_checked_naming_the_binding(sizes, message):
 def test_the_smoke_files_bind_moore_at_the_smoke_width(gin_file):
     gin.add_config_file_search_path(str(REPO))
     gin.parse_config_files_and_bindings([str(REPO / gin_file)], [], skip_unknown=False)
-    assert gin.query_parameter("SAC.network").selector == "MooreNetwork"
+    assert gin.query_parameter("MultiTaskLearner.network").selector == "MooreNetwork"
     assert MooreNetwork().expert_sizes == [64, 64]  # base/smoke.gin's HIDDEN_SIZES
+
+
+def test_swapping_the_backbone_by_one_binding_keeps_moores_network():
+    """The network is the learner's: tiny_moore.gin with TD3 bound is TD3 on MOORE, actor and critic."""
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings(
+        [str(REPO / "gin_configs/tiny_moore.gin")], ["MultiTaskLearner.backbone = @TD3"], skip_unknown=False,
+    )
+    module = MultiTaskLearner(obs_dim=OBS_DIM, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, task_names=list("abcd"))
+    assert isinstance(module.backbone, TD3)
+    assert isinstance(module.backbone.actor[0].trunk, MooreNet) and isinstance(module.backbone.critic.q1.trunk, MooreNet)

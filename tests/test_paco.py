@@ -188,7 +188,7 @@ def test_a_resumed_objective_draws_the_reset_the_uninterrupted_one_would():
 
 
 def test_paco_losses_on_a_network_without_paco_is_refused_naming_the_binding():
-    with pytest.raises(ValueError, match=r"bind SAC.network = @PaCoNetwork\(\)"):
+    with pytest.raises(ValueError, match=r"bind MultiTaskLearner.network = @PaCoNetwork\(\)"):
         _objective(_sac(OneHotMLP(hidden_sizes=(8,))))
 
 
@@ -200,7 +200,7 @@ def test_in_a_learner_on_sac_and_td3_a_masked_update_steps_nothing_and_resets_it
     torch.manual_seed(0)
     module = MultiTaskLearner(
         obs_dim=STATE_DIM + NUM_TASKS, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, task_names=list("abcd"),
-        backbone=lambda **kw: backbone_class(**kw, network=SMALL), objective=PaCoLosses(loss_threshold=1e-9),
+        backbone=backbone_class, network=SMALL, objective=PaCoLosses(loss_threshold=1e-9),
     )
     module.objective.setup(module.backbone, PointGoals(num_tasks=NUM_TASKS), 0, STATE_DIM + NUM_TASKS, ACTION_DIM)
     batches = _batches(module, 4)  # tasks 0, 1, 2, 3 in turn
@@ -221,7 +221,7 @@ def test_with_a_torchjd_aggregator_a_masked_task_adds_a_zero_row():
         torch.manual_seed(0)
         module = MultiTaskLearner(
             obs_dim=STATE_DIM + NUM_TASKS, action_dim=ACTION_DIM, num_tasks=NUM_TASKS, task_names=list("abcd"),
-            backbone=lambda **kw: SAC(**kw, network=SMALL), objective=PaCoLosses(loss_threshold=threshold),
+            backbone=SAC, network=SMALL, objective=PaCoLosses(loss_threshold=threshold),
             gradient_surgery=TorchJDAggregation(UPGrad()),
         )
         module.objective.setup(module.backbone, PointGoals(num_tasks=NUM_TASKS), 0, STATE_DIM + NUM_TASKS, ACTION_DIM)
@@ -250,6 +250,6 @@ def test_tiny_paco_composes_with_picors_correction_and_with_a_torchjd_aggregator
 
 
 def test_a_run_binding_paco_losses_without_a_paco_network_exits_2_with_one_line(monkeypatch, capsys):
-    code, err = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_paco.gin", "--gin_bindings=SAC.network = @OneHotMLP()")
+    code, err = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_paco.gin", "--gin_bindings=MultiTaskLearner.network = @OneHotMLP()")
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "bind SAC.network = @PaCoNetwork()" in err
+    assert "bind MultiTaskLearner.network = @PaCoNetwork()" in err

@@ -113,6 +113,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=MultiTaskLearner.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
         # Names that were renamed: the new one, not gin's unknown-name error.
         (["--gin_bindings=PiCor.lam = 1.0"], "uses PiCor.lam, which picor-gin renamed: it is now PolicyCorrection.lam"),
+        (["--gin_bindings=SAC.network = @MooreNetwork()"], "uses SAC.network, which picor-gin renamed: it is now MultiTaskLearner.network"),
         (["--gin_file={tmp}/old_config.gin"], "uses picor_gin.constraints, which picor-gin renamed: it is now picor_gin.correction"),
         # Raised inside gin, Lightning and torch while the run is built or set up.
         (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
@@ -124,7 +125,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         # A class where an instance is wanted, an instance where a class or factory is: the other call form.
         (["--gin_bindings=Experiment.task_set = @PointGoals"],
          "Experiment.task_set = @PointGoals: expected TaskSet; bind @PointGoals() (an instance), not @PointGoals"),
-        (["--gin_bindings=SAC.network = @OneHotMLP"], "expected Network or None; bind @OneHotMLP() (an instance), not @OneHotMLP"),
+        (["--gin_bindings=MultiTaskLearner.network = @OneHotMLP"], "expected Network or None; bind @OneHotMLP() (an instance), not @OneHotMLP"),
         (["--gin_bindings=MultiTaskLearner.backbone = @SAC()"],
          "MultiTaskLearner.backbone = @SAC(): expected Callable[..., Backbone], a class or factory called with "
          "arguments of its own; bind @SAC (the class), not @SAC()"),

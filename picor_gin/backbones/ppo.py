@@ -24,7 +24,7 @@ from picor_gin.backbones.sac import gaussian_kl, tanh_gaussian_policy, tanh_gaus
 from picor_gin.networks import Network, OneHotMLP
 
 
-@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "network"])
 class PPO(Backbone):
     """Clipped PPO with a tanh-Gaussian actor and a state-value critic, both on the one-hot network.
 
@@ -37,8 +37,10 @@ class PPO(Backbone):
 
     Args:
         obs_dim, action_dim, num_tasks: supplied by the framework from the task set.
-        network: builder of the actor (its `actor`, with 2 x action_dim outputs) and of the
-            state-value critic (its `actor` again, with one output: V(s) reads the one-hot too).
+        network: supplied by the learner (`MultiTaskLearner.network`, one for every backbone;
+            None builds `OneHotMLP()`): the builder of the actor (its `actor`, with 2 x action_dim
+            outputs) and of the state-value critic (its `actor` again, with one output: V(s)
+            reads the one-hot too).
         gamma: discount (GAE's, and eq. 10's c (1 - gamma)).
         gae_lambda: lambda of GAE (Schulman et al. 2016).
         clip_epsilon: the ratio's clip range [1 - eps, 1 + eps] (eq. 7 of Schulman et al. 2017).

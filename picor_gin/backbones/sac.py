@@ -87,7 +87,7 @@ def tanh_gaussian_snapshot(actor: nn.Module, observation: torch.Tensor) -> Tenso
     )
 
 
-@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "network"])
 class SAC(Backbone):
     """Soft actor-critic with one learnable temperature per task (docs/design.md, "The algorithm", step 3).
 
@@ -97,7 +97,8 @@ class SAC(Backbone):
 
     Args:
         obs_dim, action_dim, num_tasks: supplied by the framework from the task set.
-        network: builder of the actor and twin critic.
+        network: supplied by the learner (`MultiTaskLearner.network`, one for every backbone;
+            None builds `OneHotMLP()`): the builder of the actor and twin critic.
         gamma: discount.
         target_update_rate: share of the online critic mixed into the target per update.
         initial_alpha: starting temperature of every task.

@@ -42,7 +42,7 @@ class GaussianExploration(TensorDictModuleBase):
         return tensordict
 
 
-@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks"])
+@gin.configurable(denylist=["obs_dim", "action_dim", "num_tasks", "network"])
 class TD3(Backbone):
     """Twin delayed DDPG: twin critics, target policy smoothing, delayed actor and target updates.
 
@@ -50,7 +50,8 @@ class TD3(Backbone):
 
     Args:
         obs_dim, action_dim, num_tasks: supplied by the framework from the task set.
-        network: builder of the actor torso and twin critic.
+        network: supplied by the learner (`MultiTaskLearner.network`, one for every backbone;
+            None builds `OneHotMLP()`): the builder of the actor torso and twin critic.
         gamma: discount.
         target_update_rate: share of the online networks mixed into the targets per delayed update.
         exploration_noise: sigma of the Gaussian noise when collecting; also the shared standard
