@@ -29,6 +29,7 @@ from picor_gin.data import TaskEnvData
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.files import replace_text
 from picor_gin.run.renamed import renamed_problem
+from picor_gin.run.unused_bindings import unused_bindings
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding gin_configs/
 RUN_DIR_VARIABLE = "PICOR_GIN_RUN_DIR"
@@ -260,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyFinished as finished:
         print(finished)
         return 0
+    if built.trainer.is_global_zero:
+        for binding, why in unused_bindings(args.gin_bindings):
+            print(f"warning: --gin_bindings {binding!r} has no effect: {why}", file=sys.stderr)
     creates_run_dir = not run_dir.exists()
     config_file = run_dir / "config.gin"
     resumed_config = None if creates_run_dir else config_file.read_text()

@@ -4,6 +4,7 @@ lacks (an older result folder) still reads."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterator
 
 from gin import config_parser
 
@@ -27,6 +28,17 @@ class _TextDelegate(config_parser.ParserDelegate):
         return _GinText(f"%{macro_name}")
 
 
+def binding_statements(text: str) -> Iterator[config_parser.BindingStatement]:
+    """gin's parse of each binding of `text`, its references and macros left as text.
+
+    Raises:
+        SyntaxError: `text` is not gin.
+    """
+    for statement in config_parser.ConfigParser(text, _TextDelegate()):
+        if isinstance(statement, config_parser.BindingStatement):
+            yield statement
+
+
 def parse_bindings(text: str) -> dict[str, object]:
     """Each binding of gin `text` (a config.gin, or --gin_bindings lines), keyed
     '[scope/]Configurable.param' (or the macro's name), its value parsed: `5_000` and `5000` are
@@ -36,8 +48,7 @@ def parse_bindings(text: str) -> dict[str, object]:
         SyntaxError: `text` is not gin.
     """
     values = {}
-    for statement in config_parser.ConfigParser(text, _TextDelegate()):
-        if isinstance(statement, config_parser.BindingStatement):
-            key = "/".join(filter(None, (statement.scope, statement.selector)))
-            values[f"{key}.{statement.arg_name}" if statement.arg_name else key] = statement.value
+    for statement in binding_statements(text):
+        key = "/".join(filter(None, (statement.scope, statement.selector)))
+        values[f"{key}.{statement.arg_name}" if statement.arg_name else key] = statement.value
     return values

@@ -1,0 +1,38 @@
+"""A command-line binding that the built run never reads is named, with why, instead of doing
+nothing in silence; scoped, unscoped and macro bindings that are read are not."""
+from __future__ import annotations
+
+import gin
+
+from picor_gin.learner import MultiTaskLearner
+from picor_gin.run.unused_bindings import unused_bindings
+from tests.conftest import REPO, run_in_process
+
+READ = ["actor/Adam.lr = 1e-3", "Adam.eps = 1e-6", "HIDDEN_SIZES = (8, 8)", "SAC.initial_alpha = 0.2"]
+NOT_READ = {
+    "PolicyCorrection.lam = 3.0": "this run builds no PolicyCorrection",  # MTSAC has no correction
+    "MetaWorldMT10.goal_seed = 1": "this run builds no MetaWorldMT10",
+    "correction/Adam.lr = 1e-3": "this run builds no correction/Adam",  # Adam is built, not in that scope
+    "TD3.policy_delay = 3": "this run builds no TD3",
+    "UNUSED_MACRO = 3": "no binding this run reads uses %UNUSED_MACRO",
+}
+
+
+def test_bindings_of_what_the_learner_did_not_build_are_named_and_read_ones_are_not():
+    bindings = [*READ, *NOT_READ]
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings([str(REPO / "gin_configs/tiny_mtsac.gin")], bindings, skip_unknown=False)
+    module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"))
+    module.configure_optimizers()
+    assert unused_bindings(bindings) == list(NOT_READ.items())
+
+
+def test_the_run_warns_of_an_unread_binding_and_still_runs(tmp_path, monkeypatch, capsys):
+    code, stderr = run_in_process(
+        monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtsac.gin", "--gin_bindings=PolicyCorrection.lam = 3.0",
+        "--gin_bindings=Experiment.total_env_steps = 1_001", f"--run_dir={tmp_path / 'run'}",
+    )
+    assert code == 0
+    assert stderr.splitlines() == [
+        "warning: --gin_bindings 'PolicyCorrection.lam = 3.0' has no effect: this run builds no PolicyCorrection"
+    ]
