@@ -14,11 +14,17 @@ the runs' env steps (summary.json's total_env_steps) differ, a note under the ta
     python launch/report.py runs/reproduce/table1_mt10 --table table1 --benchmark mt10
     python launch/report.py runs/ktm_study --reach 0.9     # env steps to a mean_score of 0.9
     python launch/report.py results/paper_benchmarks/mt10_* --per_task   # each task's final success
+    python launch/report.py results/paper_benchmarks/mt10_* --improvement   # P(X > Y) per pair of arms
 
 --table prints a root that launch/reproduce.py filled in the paper's table shape: one column per
 method (Table 1) or ablation cell (Table 2), the paper's number above ours, "not run" where no run
 finished (KTM-DRL's two-stage pipeline is not in reproduce.py's grid); the benchmark fixes the metric (MT10: mean_success
 in %, HalfCheetah: mean_return, tiny: mean_score).
+
+--improvement tables, for each pair of arms, the probability of improvement P(X > Y) (Agarwal et
+al. 2021): per task, the chance that a run of X ends above a run of Y (ties count half), averaged
+over tasks, with its stratified-bootstrap CI. 0.5 is no difference; rliable's authors read a lower
+bound above 0.5 as a significant improvement. It needs a metric with a value per task.
 
 --metric defaults to the first of mean_success, mean_score, mean_return that every run reports;
 average_forgetting (how far the tasks fell below their own best, averaged over the run) is lower-is-better.
@@ -52,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reach", type=float, default=None, metavar="THRESHOLD",
                         help="table the env steps of each run's first evaluation with the metric >= THRESHOLD")
     parser.add_argument("--per_task", action="store_true", help="table the final metric of each task instead")
+    parser.add_argument("--improvement", action="store_true",
+                        help="table each pair of arms' probability of improvement P(X > Y) over tasks instead")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--table", choices=TABLES, default=None, help="the paper's table shape (one root)")
@@ -61,13 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--reps must be >= 1, got {args.reps}")
     if (args.table is None) != (args.benchmark is None) or (args.table and (len(args.paths) > 1 or args.metric)):
         parser.error("--table and --benchmark go together, with one root and no --metric")
-    if args.table and (args.reach is not None or args.per_task):
-        parser.error("--reach and --per_task table other things than the paper's tables")
-    if args.per_task and args.reach is not None:
-        parser.error("--per_task and --reach are two different tables: ask for one")
+    asked = [flag for flag, given in (("--reach", args.reach is not None), ("--per_task", args.per_task),
+                                      ("--improvement", args.improvement), ("--table", args.table is not None)) if given]
+    if len(asked) > 1:
+        parser.error(f"{' and '.join(asked)} are different tables: ask for one")
     try:
         if args.table is None:
-            table, _ = build_report(args.paths, args.metric, args.reps, args.seed, args.reach, args.per_task)
+            table, _ = build_report(args.paths, args.metric, args.reps, args.seed, args.reach, args.per_task,
+                                    args.improvement)
         else:
             table, _ = paper_table(args.paths[0], args.table, args.benchmark, args.reps, args.seed)
     except ReportError as error:

@@ -76,6 +76,7 @@ case "${1:-}" in
       echo "## $bench"
       "$py" launch/report.py "${arms[@]}"
       "$py" launch/report.py "${arms[@]}" --per_task
+      "$py" launch/report.py "${arms[@]}" --improvement
       "$py" launch/report.py "${arms[@]}" --metric average_forgetting
       if [ "$bench" = mt10 ]; then
         "$py" launch/report.py "${arms[@]}" --reach 0.1

@@ -137,6 +137,28 @@ def test_report_per_task_tables_each_tasks_final_metric_over_seeds(runs_root, ca
         build_report([runs_root], "average_forgetting", per_task=True)
 
 
+def test_report_improvement_is_the_hand_counted_probability_that_one_arm_beats_the_other(runs_root, capsys):
+    # tiny_mtsac's 4 final scores against tiny_picor's 8, on each of the two tasks alike: of the 32
+    # pairs, 0.1 beats 1 and ties 1, 0.4 beats 4 and ties 1, 0.5 beats 5 and ties 1, 0.9 beats 7:
+    # (17 + 3 / 2) / 32 = 0.578125.
+    assert report.main([str(runs_root), "--improvement", "--reps", "300"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| X | Y | P(X > Y) [95% CI] |"
+    x, y, cell = lines[4].strip("| ").split(" | ")
+    point, low, high = (float(v) for v in cell.replace("[", "").replace(",", "").replace("]", "").split())
+    assert (x, y, point) == ("tiny_mtsac", "tiny_picor", 0.578)
+    assert 0 <= low < point < high <= 1
+    assert build_report([runs_root], reps=300, seed=3, improvement=True) == build_report(
+        [runs_root], reps=300, seed=3, improvement=True)
+    with pytest.raises(ReportError, match="compares arms, and the runs are one arm: tiny_mtsac"):
+        build_report([runs_root / "tiny_mtsac"], improvement=True)
+    with pytest.raises(ReportError, match="--improvement needs a metric with a value per task"):
+        build_report([runs_root], "average_forgetting", improvement=True)
+    with pytest.raises(SystemExit):
+        report.main([str(runs_root), "--improvement", "--per_task"])
+    assert "--per_task and --improvement are different tables: ask for one" in capsys.readouterr().err
+
+
 def test_sweep_commands_fresh_resumed_and_finished(tmp_path):
     root = tmp_path / "sweep"
     _fake_run(root / "tiny_picor" / "seed1", "tiny_picor", 1, 0.5)  # finished

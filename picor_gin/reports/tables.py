@@ -3,10 +3,12 @@ mean (IQM) with a stratified-bootstrap confidence interval from rliable (Agarwal
 which stays honest with the handful of seeds an RL sweep affords."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from rliable import library as rly
@@ -49,20 +51,26 @@ def choose_metric(summaries: dict[Path, dict], metric: str | None) -> str:
     raise ReportError(f"{metric} is null in {len(missing)} of {len(summaries)} runs, e.g. {missing[0]}")
 
 
+@contextlib.contextmanager
+def _bootstrap_seed(seed: int) -> Iterator[None]:
+    """rliable 1.2's bootstraps resample with NumPy's global generator, ignoring their
+    random_state argument: seed that generator, and give the caller's state back afterwards."""
+    caller_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(caller_state)
+
+
 def iqm_interval(finals: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
     """IQM over runs and its percentile-bootstrap CI (rliable), reseeded per call so every row is
     reproducible whichever other experiments share the report."""
     scores = {"runs": finals.reshape(-1, 1)}  # rliable's (runs x tasks) layout, one aggregate task
-    # rliable 1.2's StratifiedBootstrap resamples with NumPy's global generator, ignoring its
-    # random_state argument: seed that generator, and give the caller's state back afterwards.
-    caller_state = np.random.get_state()
-    np.random.seed(seed)
-    try:
+    with _bootstrap_seed(seed):
         points, intervals = rly.get_interval_estimates(
             scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=reps, confidence_interval_size=CONFIDENCE
         )
-    finally:
-        np.random.set_state(caller_state)
     return float(points["runs"][0]), float(intervals["runs"][0, 0]), float(intervals["runs"][1, 0])
 
 
@@ -112,26 +120,65 @@ def reach_report(arms: Arms, metric: str, threshold: float, reps: int, seed: int
     return "\n".join(lines) + "\n", rows
 
 
+def task_scores(arms: Arms, summaries: dict[Path, dict], metric: str, flag: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(task names, per arm its runs x tasks matrix of the final per-task value behind `metric`,
+    a mean over tasks such as mean_success); `flag` names the option asking, for the refusals."""
+    if not metric.startswith("mean_"):
+        raise ReportError(f"{flag} needs a metric with a value per task ({', '.join(METRICS)}), not {metric}")
+    key = metric.removeprefix("mean_")
+    first = next(iter(summaries))
+    tasks = list(summaries[first]["tasks"])
+    for run_dir, summary in summaries.items():
+        if list(summary["tasks"]) != tasks:
+            raise ReportError(f"{flag} needs runs of one task set, but {first} and {run_dir} have different tasks")
+    scores = {label: np.array([[summaries[run_dir]["tasks"][task][key] for task in tasks] for run_dir in run_dirs],
+                              dtype=float)
+              for label, run_dirs in arms.items()}
+    return tasks, scores
+
+
 def per_task_report(arms: Arms, summaries: dict[Path, dict], metric: str) -> str:
     """Each task's final value of `metric` (a mean over tasks, e.g. mean_success) per arm:
     mean ± std over its seeds, so a mean over tasks can be traced to the tasks behind it."""
-    if not metric.startswith("mean_"):
-        raise ReportError(f"--per_task needs a metric with a value per task ({', '.join(METRICS)}), not {metric}")
-    key = metric.removeprefix("mean_")
-    groups = {label: [summaries[run_dir]["tasks"] for run_dir in run_dirs] for label, run_dirs in arms.items()}
-    tasks = list(next(iter(groups.values()))[0])
+    tasks, scores = task_scores(arms, summaries, metric, "--per_task")
     lines = [
-        f"Final `{key}` per task, mean ± std over seeds.",
+        f"Final `{metric.removeprefix('mean_')}` per task, mean ± std over seeds.",
         "",
         "| experiment | seeds | " + " | ".join(tasks) + " |",
         "| --- | ---: |" + " ---: |" * len(tasks),
     ]
-    for name, runs in groups.items():
-        cells = []
-        for task in tasks:
-            values = np.array([run[task][key] for run in runs], dtype=float)
-            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+    for name, runs in scores.items():
+        cells = [f"{mean:.3f} ± {std:.3f}" for mean, std in zip(runs.mean(0), runs.std(0))]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def improvement_report(arms: Arms, summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> str:
+    """For each pair of arms, the probability of improvement P(X > Y) (Agarwal et al. 2021): per
+    task, the chance that a run of X ends above a run of Y, ties counting half (Mann-Whitney U /
+    (n m)), averaged over tasks; with its stratified-bootstrap CI (rliable). Where IQM intervals
+    overlap, it says how often one arm beats the other, task by task."""
+    if len(arms) < 2:
+        raise ReportError(f"--improvement compares arms, and the runs are one arm: {next(iter(arms))}")
+    tasks, scores = task_scores(arms, summaries, metric, "--improvement")
+    pairs = list(itertools.combinations(scores, 2))
+    with _bootstrap_seed(seed):
+        points, intervals = rly.get_interval_estimates(
+            {str(i): (scores[x], scores[y]) for i, (x, y) in enumerate(pairs)},
+            rly_metrics.probability_of_improvement, reps=reps, confidence_interval_size=CONFIDENCE,
+        )
+    lines = [
+        f"Probability of improvement P(X > Y) on the final `{metric.removeprefix('mean_')}` of each of "
+        f"{len(tasks)} tasks: the chance that a run of X ends above a run of Y, ties counting half, averaged "
+        f"over tasks; 0.5 is no difference, and P(Y > X) = 1 - P(X > Y). {CONFIDENCE:.0%} stratified-bootstrap "
+        f"CI (rliable, {reps} reps, seed {seed}).",
+        "",
+        f"| X | Y | P(X > Y) [{CONFIDENCE:.0%} CI] |",
+        "| --- | --- | ---: |",
+    ]
+    for i, (x, y) in enumerate(pairs):
+        low, high = intervals[str(i)].ravel()
+        lines.append(f"| {x} | {y} | {float(points[str(i)]):.3f} [{low:.3f}, {high:.3f}] |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,11 +213,12 @@ def budget_note(arms: Arms, summaries: dict[Path, dict]) -> str:
 
 def build_report(
     paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None,
-    per_task: bool = False,
+    per_task: bool = False, improvement: bool = False,
 ) -> tuple[str, list[Row]]:
     """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
-    `reach` of the env steps to reach it, or with `per_task` its value per task (no rows);
-    raises ReportError if there is nothing to report. Each ends with budget_note's line."""
+    `reach` of the env steps to reach it, with `per_task` its value per task, with `improvement`
+    each pair of arms' probability of improvement (no rows for those two); raises ReportError if
+    there is nothing to report. Each ends with budget_note's line."""
     summaries = {run_dir: read_summary(run_dir) for run_dir in require_runs(list(paths))}
     metric = choose_metric(summaries, metric)
     arms = group_by_arm(summaries)
@@ -178,6 +226,8 @@ def build_report(
         table, rows = reach_report(arms, metric, reach, reps, seed)
     elif per_task:
         table, rows = per_task_report(arms, summaries, metric), []
+    elif improvement:
+        table, rows = improvement_report(arms, summaries, metric, reps, seed), []
     else:
         rows = report_rows(arms, summaries, metric, reps, seed)
         table = markdown(rows, metric, reps, seed)
