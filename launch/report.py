@@ -69,8 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--reps must be >= 1, got {args.reps}")
     if (args.table is None) != (args.benchmark is None) or (args.table and (len(args.paths) > 1 or args.metric)):
         parser.error("--table and --benchmark go together, with one root and no --metric")
-    asked = [flag for flag, given in (("--reach", args.reach is not None), ("--per_task", args.per_task),
-                                      ("--improvement", args.improvement), ("--table", args.table is not None)) if given]
+    tables = (("--reach", args.reach is not None), ("--per_task", args.per_task), ("--improvement", args.improvement),
+              ("--table", args.table is not None))
+    asked = [flag for flag, given in tables if given]
     if len(asked) > 1:
         parser.error(f"{' and '.join(asked)} are different tables: ask for one")
     try:

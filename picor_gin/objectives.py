@@ -121,7 +121,9 @@ class PaCoLosses(Objective):
 
     def setup(self, backbone: Backbone, task_set: TaskSet, seed: int, obs_dim: int, action_dim: int) -> None:
         if not _paco_nets(backbone):
-            raise ValueError("PaCoLosses resets PaCo's w, but the backbone's network has none: bind MultiTaskLearner.network = @PaCoNetwork()")
+            raise ValueError(
+                "PaCoLosses resets PaCo's w, but the backbone's network has none: bind MultiTaskLearner.network = @PaCoNetwork()"
+            )
         self._generator.manual_seed(seed)
         self.task_names = list(task_set.names)
         # The tasks masked in this update, which after_step resets; and each task's resets so far.

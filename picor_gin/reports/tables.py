@@ -120,7 +120,9 @@ def reach_report(arms: Arms, metric: str, threshold: float, reps: int, seed: int
     return "\n".join(lines) + "\n", rows
 
 
-def task_scores(arms: Arms, summaries: dict[Path, dict], metric: str, flag: str) -> tuple[list[str], dict[str, np.ndarray]]:
+def task_scores(
+    arms: Arms, summaries: dict[Path, dict], metric: str, flag: str,
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """(task names, per arm its runs x tasks matrix of the final per-task value behind `metric`,
     a mean over tasks such as mean_success); `flag` names the option asking, for the refusals."""
     if not metric.startswith("mean_"):
