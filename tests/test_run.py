@@ -119,6 +119,7 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
         (["--gin_bindings=Trainer.accelerator = 'tpu'"], "error: Trainer: "),  # gin's trailer named it
         (["--gin_bindings=Trainer.enable_progress_bar = True"], "Trainer.enable_progress_bar = True (picor-gin sets it itself"),
+        (["--gin_bindings=Trainer.max_steps = 30"], "(picor-gin sets it itself: the run's length is Experiment.total_env_steps)"),
         (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "CUDA"),  # fails in the first collection
         # Type errors name the binding and the type.
         (["--gin_bindings=Experiment.total_env_steps = 'lots'"], "Experiment.total_env_steps = 'lots': expected int, got str"),

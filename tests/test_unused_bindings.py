@@ -5,6 +5,7 @@ from __future__ import annotations
 import gin
 
 from picor_gin.learner import MultiTaskLearner
+from picor_gin.run.experiment import Experiment
 from picor_gin.run.unused_bindings import unused_bindings
 from tests.conftest import REPO, run_in_process
 
@@ -25,6 +26,20 @@ def test_bindings_of_what_the_learner_did_not_build_are_named_and_read_ones_are_
     module = MultiTaskLearner(obs_dim=6, action_dim=2, num_tasks=4, task_names=list("abcd"))
     module.configure_optimizers()
     assert unused_bindings(bindings) == list(NOT_READ.items())
+
+
+def test_a_parameter_the_caller_passes_itself_is_named_though_its_configurable_is_built():
+    """UnevenPointGoals builds PointGoals with its own step_size, so a PointGoals.step_size
+    binding does nothing there, while UnevenPointGoals.episode_steps is read."""
+    gin.add_config_file_search_path(str(REPO))
+    bindings = ["PointGoals.step_size = 0.5", "UnevenPointGoals.episode_steps = 20"]
+    gin.parse_config_files_and_bindings(
+        [str(REPO / "gin_configs/uneven/uneven_adaO_corO.gin")], bindings, skip_unknown=False,
+    )
+    assert Experiment().task_set.step_size == 0.1
+    assert unused_bindings(bindings) == [
+        ("PointGoals.step_size = 0.5", "the code that builds PointGoals passes step_size itself"),
+    ]
 
 
 def test_the_run_warns_of_an_unread_binding_and_still_runs(tmp_path, monkeypatch, capsys):

@@ -26,6 +26,7 @@ import picor_gin  # noqa: F401  (registers the configurables)
 import picor_gin.run.binding_types  # noqa: F401  (registers the type check run when gin is finalized)
 from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, data_state, resumable
 from picor_gin.data import TaskEnvData
+from picor_gin.run import externals
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.files import replace_text
 from picor_gin.run.renamed import renamed_problem
@@ -90,7 +91,9 @@ def gin_problem(error: Exception, bindings: Sequence[str]) -> str:
 def _did_you_mean(message: str) -> str:
     """Appends the closest valid names to gin's unknown-configurable and unknown-parameter
     errors, and says who sets a parameter the framework keeps from gin."""
-    if re.search(r"Configurable '[^']+' has denylisted kwarg '[^']+'", message):
+    if match := re.search(r"Configurable '([^']+)' has denylisted kwarg '([^']+)'", message):
+        if match[1] == "Trainer" and match[2] in externals.LOOP_ARGUMENTS:
+            return f"{message} (picor-gin sets it itself: {externals.LOOP_ARGUMENTS[match[2]]})"
         return f"{message} (picor-gin sets it itself: docs/running.md)"
     registry = gin.config._REGISTRY  # gin has no public listing of its configurables
     if match := re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message):

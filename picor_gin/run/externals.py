@@ -59,6 +59,20 @@ def check_strategy(strategy: Strategy) -> None:
         )
 
 
+# Trainer arguments that would cut or stretch the run's one epoch, or set a validation or logging
+# cadence the run does not have, each with what sets it here (cli names it when one is bound).
+LOOP_ARGUMENTS = {
+    **dict.fromkeys(
+        ("fast_dev_run", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "overfit_batches"),
+        "the run's length is Experiment.total_env_steps",
+    ),
+    **dict.fromkeys(
+        ("limit_val_batches", "limit_test_batches", "limit_predict_batches", "val_check_interval",
+         "check_val_every_n_epoch", "num_sanity_val_steps"),
+        "evaluation is Experiment.eval_every_env_steps and eval_episodes",
+    ),
+    "log_every_n_steps": "the logging interval is Experiment.log_every_updates",
+}
 # The run owns logging, callbacks, checkpoint files, the epoch and what it prints (a bar on a
 # terminal, a line a minute in a log file); everything else is bindable.
 Trainer = gin.external_configurable(
@@ -66,7 +80,7 @@ Trainer = gin.external_configurable(
     "Trainer",
     denylist=[
         "logger", "callbacks", "max_epochs", "default_root_dir", "enable_checkpointing", "enable_model_summary",
-        "enable_progress_bar",
+        "enable_progress_bar", *LOOP_ARGUMENTS,
     ],
 )
 Adam = gin.external_configurable(torch.optim.Adam, "Adam", denylist=["params"])
