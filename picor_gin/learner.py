@@ -82,6 +82,7 @@ class MultiTaskLearner(L.LightningModule):
         self.automatic_optimization = False
         self.num_tasks = num_tasks
         self.task_names = list(task_names)
+        self.network = network  # the Experiment checks it against the task set's observations
         self.backbone = backbone(obs_dim=obs_dim, action_dim=action_dim, num_tasks=num_tasks, network=network)
         self.correction = None if correction is None else correction(backbone=self.backbone)
         self.gradient_surgery = gradient_surgery or MeanLoss()

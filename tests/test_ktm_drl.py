@@ -13,7 +13,7 @@ from torch import nn
 from picor_gin.backbones import SAC, TD3
 from picor_gin.data import OFFLINE, ONLINE
 from picor_gin.ktm_drl.objective import KTMDRL
-from picor_gin.networks import OneHotMLP
+from picor_gin.networks import MultiHeadMLP, OneHotMLP
 from picor_gin.tasks import PointGoals
 from picor_gin.ktm_drl.teachers import find_teachers
 from tests.conftest import run_cli
@@ -221,3 +221,11 @@ def test_a_missing_teacher_is_refused_by_launch_run_with_exit_2_and_one_line(tmp
         f"error: no teacher of task 'goal3' in {tmp_path / 'teachers'} (teachers of ['goal0', 'goal1', 'goal2'])"
     )
     assert not run_dir.exists()
+
+
+def test_a_teacher_network_that_reads_the_task_id_is_refused_naming_onehotmlp():
+    """A teacher is a one-task critic (num_tasks 1) on the full set's observations: a network that
+    reads the id from the last entry would read another task's bit."""
+    with pytest.raises(ValueError, match=r"bind KTMDRL.teacher_network = @OneHotMLP\(\)"):
+        KTMDRL(teachers="runs/teachers", teacher_network=MultiHeadMLP(hidden_sizes=(4,)))
+    assert isinstance(KTMDRL(teachers="runs/teachers").teacher_network, OneHotMLP)

@@ -113,6 +113,10 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=MultiTaskLearner.backbone = @TD3"], "SoftmaxAlphaWeights needs per-task ['alpha'], which TD3"),
         # Names that were renamed: the new one, not gin's unknown-name error.
         (["--gin_bindings=PiCor.lam = 1.0"], "uses PiCor.lam, which picor-gin renamed: it is now PolicyCorrection.lam"),
+        (["--gin_bindings=Experiment.task_set = @TaskSubset()", "--gin_bindings=TaskSubset.task_set = @PointGoals()",
+          "--gin_bindings=TaskSubset.tasks = ['goal0']", "--gin_bindings=MultiTaskLearner.network = @MooreNetwork()"],
+         "MultiTaskLearner.network = @MooreNetwork() reads the task id from the observation's last 1 entries, but "
+         "this task set's observations end with its full set's 4-entry id (TaskSubset): bind MultiTaskLearner.network = @OneHotMLP()"),
         (["--gin_bindings=SAC.network = @MooreNetwork()"], "uses SAC.network, which picor-gin renamed: it is now MultiTaskLearner.network"),
         (["--gin_file={tmp}/old_config.gin"], "uses picor_gin.constraints, which picor-gin renamed: it is now picor_gin.correction"),
         # Raised inside gin, Lightning and torch while the run is built or set up.

@@ -59,6 +59,12 @@ class KTMDRL(Objective):
         self.teacher_folders = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
         self.offline_updates = offline_updates
         self.teacher_network = teacher_network or OneHotMLP()
+        if self.teacher_network.reads_task_id:
+            raise ValueError(
+                f"KTMDRL.teacher_network = @{type(self.teacher_network).__name__}() reads the task id from the "
+                "observation's last entries, and a teacher is a one-task critic on the full set's id: bind "
+                "KTMDRL.teacher_network = @OneHotMLP()"
+            )
         self.student_q_weight = student_q_weight
         self.teachers = nn.ModuleList()
         self._runs: list[TeacherRun] = []

@@ -25,6 +25,10 @@ class TwinCritic(nn.Module):
 class Network(abc.ABC):
     """Builds the actor torso and the twin critic; the backbone adds its own output head."""
 
+    #: Whether its modules read the task from the observation's last `num_tasks` entries (per-task
+    #: heads, routing, mixing weights); a plain MLP on the whole observation reads no id.
+    reads_task_id: bool = True
+
     @abc.abstractmethod
     def actor(self, obs_dim: int, out_features: int, num_tasks: int) -> nn.Module:
         """Module mapping observation [..., obs_dim] to [..., out_features] (SAC: loc and raw scale)."""

@@ -39,6 +39,8 @@ class _MLPNetwork(Network):
 class OneHotMLP(_MLPNetwork):
     """Plain MLPs on [observation, one-hot task id] (the paper's network, MTSAC's too)."""
 
+    reads_task_id = False
+
     def _mlp(self, in_features: int, out_features: int, num_tasks: int) -> nn.Module:
         return MLP(
             in_features=in_features,

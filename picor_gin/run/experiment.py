@@ -107,6 +107,13 @@ class Experiment:
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,
         )
+        network, task_set = module.network, self.task_set
+        if network is not None and network.reads_task_id and task_set.task_id_width != task_set.num_tasks:
+            raise ValueError(
+                f"MultiTaskLearner.network = @{type(network).__name__}() reads the task id from the observation's "
+                f"last {task_set.num_tasks} entries, but this task set's observations end with its full set's "
+                f"{task_set.task_id_width}-entry id (TaskSubset): bind MultiTaskLearner.network = @OneHotMLP()"
+            )
         module.objective.setup(module.backbone, self.task_set, self.seed, obs_dim, action_dim)
         # Lightning builds the optimizers inside fit; building them once here checks their
         # bindings before anything is written and records them in the operative config.

@@ -18,6 +18,11 @@ class TaskSet(abc.ABC):
     def num_tasks(self) -> int:
         return len(self.names)
 
+    @property
+    def task_id_width(self) -> int:
+        """Entries of the one-hot task id that ends every observation (a subset keeps its full set's)."""
+        return self.num_tasks
+
     @abc.abstractmethod
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:
         """Builds task `task_id`'s env with `num_envs` parallel copies (batch size [num_envs])."""

@@ -16,8 +16,8 @@ class TaskSubset(TaskSet):
 
     Observations keep the full set's one-hot id, so an agent trained on a subset reads exactly
     the inputs of one trained on the whole set: a teacher's critic scores the student's states
-    as they are. Networks that read the id from the last `num_tasks` entries (`TaskHeads`,
-    `SoftModularNetwork`) need the whole set; plain MLPs (`OneHotMLP`) take any subset.
+    as they are. Networks that read the id from the last `num_tasks` entries (all but
+    `OneHotMLP`) need the whole set; the run refuses them on a subset.
 
     Args:
         task_set: the full task set, e.g. `@PointGoals()` or `@MetaWorldMT10()`.
@@ -34,6 +34,10 @@ class TaskSubset(TaskSet):
         self.names = list(tasks)
         self.max_episode_steps = task_set.max_episode_steps
         self.has_success = task_set.has_success
+
+    @property
+    def task_id_width(self) -> int:
+        return self.task_set.task_id_width
 
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:
         return self.task_set.make_env(self.full_ids[task_id], num_envs, seed)
