@@ -160,8 +160,10 @@ class TorchJDAggregation(GradientSurgery):
         return {"aggregators": pickle.dumps(self._per_group)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "aggregators" in state:
-            self._per_group = pickle.loads(state["aggregators"])
+        # A resumed run goes on with the checkpoint's aggregator states, unless the config now
+        # binds another aggregator (or other settings of it): then the configured one starts afresh.
+        saved = pickle.loads(state["aggregators"]) if "aggregators" in state else {}
+        self._per_group = {group: kept for group, kept in saved.items() if repr(kept) == repr(self.aggregator)}
 
 
 def _task_part(batch: TensorDictBase, task_id: int) -> TensorDictBase:

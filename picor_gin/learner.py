@@ -227,6 +227,13 @@ class MultiTaskLearner(L.LightningModule):
         checkpoint["gradient_surgery"] = self.gradient_surgery.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores the optimizers after this hook, settings (lr, betas, ...) included:
+        # the config's settings go into the saved states first, so that a resumed run runs what
+        # its config.gin says (`--resume DIR --gin_bindings="critic/Adam.lr = 1e-4"`); Adam's
+        # moments and step counts stay the checkpoint's.
+        for saved, configured in zip(checkpoint.get("optimizer_states", []), self.configure_optimizers()):
+            for saved_group, configured_group in zip(saved["param_groups"], configured.param_groups):
+                saved_group.update({k: v for k, v in configured_group.items() if k != "params"})
         self.updates = checkpoint["updates"]
         self.stage = checkpoint.get("stage")
         self.gradient_surgery.load_state_dict(checkpoint.get("gradient_surgery", {}))

@@ -119,6 +119,13 @@ def test_a_stateful_aggregator_continues_from_its_checkpointed_state():
     torch.testing.assert_close(_step(resumed, jacobians[2])[0], steps[2])
     # Without the state, the third update would solve afresh instead of reusing the first's weights.
     assert not torch.allclose(_step(TorchJDAggregation(NashMTL(n_tasks=3, update_weights_every=3)), jacobians[2])[0], steps[2])
+    # A config that binds other settings resumes with its own aggregator, afresh, not the saved one.
+    changed = TorchJDAggregation(NashMTL(n_tasks=3, update_weights_every=2))
+    changed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert changed._per_group == {}
+    torch.testing.assert_close(
+        _step(changed, jacobians[2])[0], _step(TorchJDAggregation(NashMTL(n_tasks=3, update_weights_every=2)), jacobians[2])[0]
+    )
 
 
 def _deterministic_losses(module):

@@ -248,7 +248,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     saved_steps = saved["MultiTaskData"]["env_steps"]
     assert 1_200 <= saved_steps < 1_600
 
-    result = run_cli("--resume", str(run_dir))
+    result = run_cli("--resume", str(run_dir), "--gin_bindings=critic/Adam.lr = 1e-3")
     assert result.returncode == 0, result.stderr[-3000:]
     # Lightning's "dataloader is not resumable" is false: the data module restores its own state.
     assert "not resumable" not in result.stderr
@@ -259,6 +259,11 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     assert [row["forgetting"] for row in rows] == forgetting_history(rows)[0]
     final = torch.load(checkpoint, weights_only=False)
     assert final["updates"] == 600  # 1_600 - 1_000 warm-up steps: no update repeated or lost
+    # The binding given with --resume set the critic's lr; its Adam state went on from the checkpoint.
+    rates = [state["param_groups"][0]["lr"] for state in final["optimizer_states"]]
+    critic = rates.index(1e-3)
+    assert rates.count(1e-3) == 1 and set(rates) - {1e-3} == {3e-4}
+    assert int(final["optimizer_states"][critic]["state"][0]["step"]) == 600
     # The pre-crash transitions are still in the buffers, followed by the resumed ones.
     for before, after in zip(saved["MultiTaskData"]["buffers"], final["MultiTaskData"]["buffers"]):
         n = before["_storage"]["_len"]

@@ -130,7 +130,8 @@ def _check_compatible(checkpoint: dict, checkpoint_path: Path, module: torch.nn.
 
 EPILOG = """\
 --resume DIR reads DIR/config.gin, then applies any --gin_file and --gin_bindings on top:
-  --resume DIR --gin_bindings="Experiment.total_env_steps = N" extends a finished run to N env steps.
+  --resume DIR --gin_bindings="Experiment.total_env_steps = N" extends a finished run to N env steps;
+  --resume DIR --gin_bindings="critic/Adam.lr = 1e-4" goes on at that rate, from the saved Adam state.
 
 exit status:
   0  done (or a --resume of a finished run, with nothing to do)
