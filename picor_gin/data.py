@@ -366,15 +366,25 @@ class MultiTaskData(TaskEnvData):
         self.batch_size = batch_size
         self.correction_states_per_task = correction_states_per_task
         self.warmup_env_steps_per_task = warmup_env_steps_per_task
-        self.buffers = [
-            TensorDictReplayBuffer(
-                storage=LazyTensorStorage(replay_capacity, device=replay_device or "cpu")
-            )
-            for _ in task_set.names
-        ]
+        self.replay_capacity = replay_capacity
+        self.replay_device = replay_device or "cpu"
+        self.buffers = self._new_buffers(self.replay_device)
         self.offline_updates = offline_updates
         self._offline_replay = offline_replay
         self._offline_buffers: list[TensorDictReplayBuffer] = []
+
+    def _new_buffers(self, device: str | torch.device) -> list[TensorDictReplayBuffer]:
+        return [TensorDictReplayBuffer(storage=LazyTensorStorage(self.replay_capacity, device=device))
+                for _ in self.task_set.names]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # A device without an index ('cuda') means this process's own, which Lightning has just
+        # set: the buffers, empty until the warm-up, are built again there. Built before, every
+        # DDP process's B_z would sit on the GPU current at build time, cuda:0.
+        requested, own = torch.device(self.replay_device), self.trainer.strategy.root_device
+        if requested.index is None and requested.type == own.type != "cpu":
+            self.buffers = self._new_buffers(own)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ReplayStream(self), batch_size=None, collate_fn=_keep_as_is)

@@ -300,3 +300,15 @@ def test_after_an_offline_stage_the_warm_up_acts_with_the_policy():
         data.warm_up()
         actions = data.buffers[0].storage[:40]["action"]
         assert bool((actions == 0.25).all()) == from_policy
+
+
+@pytest.mark.parametrize("requested, expected", [("cuda", "cuda:1"), ("cuda:0", "cuda:0"), ("cpu", "cpu")])
+def test_a_replay_device_without_an_index_is_each_processs_own_once_lightning_has_set_it(requested, expected, monkeypatch):
+    """Under DDP, process 1's 'cuda' is cuda:1. The buffers are built before Lightning sets each
+    process's device, when 'cuda' means cuda:0 (storages are lazy: no GPU memory is touched here)."""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    data = _data(replay_device=requested)
+    data.trainer = types.SimpleNamespace(global_rank=1, world_size=2,
+                                         strategy=types.SimpleNamespace(root_device=torch.device(expected.split(":")[0], 1)))
+    data.setup("fit")
+    assert {str(buffer.storage.device) for buffer in data.buffers} == {expected}
