@@ -382,9 +382,11 @@ class MultiTaskData(TaskEnvData):
         # A device without an index ('cuda') means this process's own, which Lightning has just
         # set: the buffers, empty until the warm-up, are built again there. Built before, every
         # DDP process's B_z would sit on the GPU current at build time, cuda:0.
-        requested, own = torch.device(self.replay_device), self.trainer.strategy.root_device
-        if requested.index is None and requested.type == own.type != "cpu":
-            self.buffers = self._new_buffers(own)
+        requested = torch.device(self.replay_device)
+        if requested.type != "cpu" and requested.index is None:
+            own = self.trainer.strategy.root_device
+            if own.type == requested.type:
+                self.buffers = self._new_buffers(own)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ReplayStream(self), batch_size=None, collate_fn=_keep_as_is)
