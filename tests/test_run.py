@@ -115,8 +115,10 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=PiCor.lam = 1.0"], "uses PiCor.lam, which picor-gin renamed: it is now PolicyCorrection.lam"),
         (["--gin_bindings=Experiment.task_set = @TaskSubset()", "--gin_bindings=TaskSubset.task_set = @PointGoals()",
           "--gin_bindings=TaskSubset.tasks = ['goal0']", "--gin_bindings=MultiTaskLearner.network = @MooreNetwork()"],
-         "MultiTaskLearner.network = @MooreNetwork() reads the task id from the observation's last 1 entries, but "
-         "this task set's observations end with its full set's 4-entry id (TaskSubset): bind MultiTaskLearner.network = @OneHotMLP()"),
+         "MultiTaskLearner.network = @MooreNetwork() reads the task id from the observation's last 1 entries, one per "
+         "task in order, but this task set's ids sit at entries [-4] from its end (TaskSubset keeps its full set's "
+         "one-hot id): bind MultiTaskLearner.network = @OneHotMLP()"),
+        (["--gin_bindings=picor_gin.backbones.sac.SAC.network = @MooreNetwork()"], "it is now MultiTaskLearner.network"),
         (["--gin_bindings=SAC.network = @MooreNetwork()"], "uses SAC.network, which picor-gin renamed: it is now MultiTaskLearner.network"),
         (["--gin_file={tmp}/old_config.gin"], "uses picor_gin.constraints, which picor-gin renamed: it is now picor_gin.correction"),
         # Raised inside gin, Lightning and torch while the run is built or set up.

@@ -51,3 +51,25 @@ def test_the_run_warns_of_an_unread_binding_and_still_runs(tmp_path, monkeypatch
     assert stderr.splitlines() == [
         "warning: --gin_bindings 'PolicyCorrection.lam = 3.0' has no effect: this run builds no PolicyCorrection"
     ]
+
+
+def test_a_scoped_binding_is_read_only_where_its_scope_begins_the_calls_scope():
+    """gin applies b/X.p under scope b, not under a/b: there, only a/X.p is read."""
+    @gin.configurable("scope_probe", module="tests.unused_bindings")
+    def scope_probe(p: int = 0) -> int:
+        return p
+
+    bindings = ["b/scope_probe.p = 5", "a/scope_probe.p = 7"]
+    gin.parse_config(bindings)
+    with gin.config_scope("a"), gin.config_scope("b"):
+        assert scope_probe() == 7
+    assert unused_bindings(bindings) == [("b/scope_probe.p = 5", "this run builds no b/scope_probe")]
+
+
+def test_a_run_refused_after_the_build_still_says_one_line_and_no_warning(tmp_path, monkeypatch, capsys):
+    """The warnings wait for the first update: bad input stays one line on stderr."""
+    code, stderr = run_in_process(
+        monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtsac.gin", "--gin_bindings=PolicyCorrection.lam = 3.0",
+        "--gin_bindings=MultiTaskData.replay_device = 'cuda:99'", f"--run_dir={tmp_path / 'run'}",
+    )
+    assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: ")

@@ -26,7 +26,9 @@ class Network(abc.ABC):
     """Builds the actor torso and the twin critic; the backbone adds its own output head."""
 
     #: Whether its modules read the task from the observation's last `num_tasks` entries (per-task
-    #: heads, routing, mixing weights); a plain MLP on the whole observation reads no id.
+    #: heads, routing, mixing weights). Such a network is refused on a TaskSubset, whose
+    #: observations keep the full set's id; a network of plain MLPs on the whole observation
+    #: (`OneHotMLP`) sets it False and takes any subset.
     reads_task_id: bool = True
 
     @abc.abstractmethod

@@ -131,7 +131,7 @@ def task_scores(
     first = next(iter(summaries))
     tasks = list(summaries[first]["tasks"])
     for run_dir, summary in summaries.items():
-        if list(summary["tasks"]) != tasks:
+        if set(summary["tasks"]) != set(tasks):
             raise ReportError(f"{flag} needs runs of one task set, but {first} and {run_dir} have different tasks")
     scores = {label: np.array([[summaries[run_dir]["tasks"][task][key] for task in tasks] for run_dir in run_dirs],
                               dtype=float)

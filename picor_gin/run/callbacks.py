@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,19 @@ class ThroughputMonitor(L.Callback):
         mean_return = data.mean_recent_return()
         if mean_return is not None:
             pl_module.log("return", mean_return, prog_bar=True, logger=False)
+
+
+class WarnAfterFirstUpdate(L.Callback):
+    """Prints `lines` to stderr once the run has made its first update (rank 0): a run refused
+    before it (exit 2) keeps its error to one line."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.lines and trainer.is_global_zero:
+            print("\n".join(self.lines), file=sys.stderr)
+        self.lines = []
 
 
 def _duration(seconds: float) -> str:

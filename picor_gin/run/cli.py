@@ -27,9 +27,10 @@ import picor_gin.run.binding_types  # noqa: F401  (registers the type check run 
 from picor_gin.checkpoint_files import CheckpointWriteError, UnreadableCheckpoint, data_state, resumable
 from picor_gin.data import TaskEnvData
 from picor_gin.run import externals
+from picor_gin.run.callbacks import WarnAfterFirstUpdate
 from picor_gin.run.experiment import Experiment, Run
 from picor_gin.run.files import replace_text
-from picor_gin.run.renamed import renamed_problem
+from picor_gin.run.renamed import RENAMED, renamed_problem
 from picor_gin.run.unused_bindings import unused_bindings
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2]  # the folder holding gin_configs/
@@ -92,6 +93,8 @@ def _did_you_mean(message: str) -> str:
     """Appends the closest valid names to gin's unknown-configurable and unknown-parameter
     errors, and says who sets a parameter the framework keeps from gin."""
     if match := re.search(r"Configurable '([^']+)' has denylisted kwarg '([^']+)'", message):
+        if (renamed := RENAMED.get(f"{match[1].split('.')[-1]}.{match[2]}")) is not None:
+            return f"{message} (picor-gin renamed it: it is now {renamed})"
         if match[1] == "Trainer" and match[2] in externals.LOOP_ARGUMENTS:
             return f"{message} (picor-gin sets it itself: {externals.LOOP_ARGUMENTS[match[2]]})"
         return f"{message} (picor-gin sets it itself: docs/running.md)"
@@ -265,9 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyFinished as finished:
         print(finished)
         return 0
-    if built.trainer.is_global_zero:
-        for binding, why in unused_bindings(args.gin_bindings):
-            print(f"warning: --gin_bindings {binding!r} has no effect: {why}", file=sys.stderr)
+    unread = unused_bindings(args.gin_bindings)
+    built.trainer.callbacks.append(
+        WarnAfterFirstUpdate([f"warning: --gin_bindings {binding!r} has no effect: {why}" for binding, why in unread])
+    )
     creates_run_dir = not run_dir.exists()
     config_file = run_dir / "config.gin"
     resumed_config = None if creates_run_dir else config_file.read_text()

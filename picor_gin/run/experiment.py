@@ -107,12 +107,13 @@ class Experiment:
             task_names=self.task_set.names,
             log_every_updates=self.log_every_updates,
         )
-        network, task_set = module.network, self.task_set
-        if network is not None and network.reads_task_id and task_set.task_id_width != task_set.num_tasks:
+        network, entries = module.network, self.task_set.task_id_entries
+        if network is not None and network.reads_task_id and entries != list(range(-len(entries), 0)):
             raise ValueError(
                 f"MultiTaskLearner.network = @{type(network).__name__}() reads the task id from the observation's "
-                f"last {task_set.num_tasks} entries, but this task set's observations end with its full set's "
-                f"{task_set.task_id_width}-entry id (TaskSubset): bind MultiTaskLearner.network = @OneHotMLP()"
+                f"last {len(entries)} entries, one per task in order, but this task set's ids sit at entries "
+                f"{entries} from its end (TaskSubset keeps its full set's one-hot id): bind "
+                "MultiTaskLearner.network = @OneHotMLP()"
             )
         module.objective.setup(module.backbone, self.task_set, self.seed, obs_dim, action_dim)
         # Lightning builds the optimizers inside fit; building them once here checks their

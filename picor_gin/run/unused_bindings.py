@@ -28,9 +28,10 @@ def unused_bindings(bindings: Sequence[str]) -> list[tuple[str, str]]:
                 if (statement.selector, "gin.macro") not in operative:
                     why = f"no binding this run reads uses %{name}"
             elif (configurable := gin.config._REGISTRY.get_match(statement.selector)) is not None:
-                scopes = set(filter(None, statement.scope.split("/")))
-                calls = [params for (scope, selector), params in operative.items()
-                         if selector == configurable.selector and scopes <= set(scope.split("/"))]
+                # gin applies a scoped binding where its scope begins the call's scope.
+                scope = [part for part in statement.scope.split("/") if part]
+                calls = [params for (called_scope, selector), params in operative.items()
+                         if selector == configurable.selector and called_scope.split("/")[:len(scope)] == scope]
                 if not calls:
                     why = f"this run builds no {name}"
                 elif not any(statement.arg_name in params for params in calls):

@@ -19,9 +19,10 @@ class TaskSet(abc.ABC):
         return len(self.names)
 
     @property
-    def task_id_width(self) -> int:
-        """Entries of the one-hot task id that ends every observation (a subset keeps its full set's)."""
-        return self.num_tasks
+    def task_id_entries(self) -> list[int]:
+        """Each task's entry of the one-hot id, indexed from the observation's end: -N..-1 for
+        the tasks in order (a subset keeps its full set's id, and its tasks' entries there)."""
+        return list(range(-self.num_tasks, 0))
 
     @abc.abstractmethod
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:

@@ -36,8 +36,9 @@ class TaskSubset(TaskSet):
         self.has_success = task_set.has_success
 
     @property
-    def task_id_width(self) -> int:
-        return self.task_set.task_id_width
+    def task_id_entries(self) -> list[int]:
+        full = self.task_set.task_id_entries
+        return [full[task_id] for task_id in self.full_ids]
 
     def make_env(self, task_id: int, num_envs: int = 1, seed: int = 0) -> EnvBase:
         return self.task_set.make_env(self.full_ids[task_id], num_envs, seed)
