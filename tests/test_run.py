@@ -3,6 +3,7 @@ in-process where it is refused before anything is built."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -209,6 +210,29 @@ def test_help_gives_the_exit_statuses_and_what_resume_applies_with_the_flags_unc
     assert "done" in statuses[0] and "during the run" in statuses[1] and "bad input" in statuses[2]
     assert "--resume DIR reads DIR/config.gin, then applies any --gin_file and --gin_bindings on top" in out
     assert "docs/running.md" in out and (REPO / "docs" / "running.md").is_file()
+
+
+def test_a_resume_of_a_run_folder_another_process_holds_is_refused_leaving_it_as_it_was(short_run, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A sweep's run and a manual --resume of it would both write the folder: the second is refused."""
+    import fcntl
+    import shutil
+
+    run_dir = tmp_path / "held"
+    shutil.copytree(short_run[0], run_dir)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    holder = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running launch/run.py holds it
+    try:
+        code, stderr = run_in_process(monkeypatch, capsys, "--resume", str(run_dir),
+                                      "--gin_bindings=Experiment.total_env_steps = 1_300")
+    finally:
+        os.close(holder)
+    assert code == 2 and stderr == (
+        f"error: run folder {run_dir} is in use by another process (a run, a sweep or a --resume); "
+        "wait for it to end or stop it, then --resume\n"
+    )
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
 
 
 def test_existing_run_folder_without_resume_is_bad_input(short_run):

@@ -29,7 +29,7 @@ from picor_gin.data import TaskEnvData
 from picor_gin.run import externals
 from picor_gin.run.callbacks import WarnAfterFirstUpdate
 from picor_gin.run.experiment import Experiment, Run
-from picor_gin.run.files import replace_text
+from picor_gin.run.files import replace_text, run_folder_lock
 from picor_gin.run.renamed import RENAMED, renamed_problem
 from picor_gin.run.unused_bindings import unused_bindings
 
@@ -280,29 +280,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"error: cannot create the run folder {run_dir}: {error.strerror}", file=sys.stderr)
         return 2
-    try:
-        summary = experiment.run(built, run_dir, resume_from)
-    except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
-        print(f"error: interrupted; continue with --resume {run_dir}", file=sys.stderr)
-        return 1
-    except Exception as error:  # noqa: BLE001  (any failure: report it, exit 2 or 1)
-        if not built.monitor.updated:
-            # Before the first update (Lightning's set-up, the collectors, warm-up): the input's
-            # fault, reported like any other, and the folder this call made is removed.
-            if built.trainer.is_global_zero:  # DDP workers fail alike: one line, from rank 0
-                if creates_run_dir:
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                else:  # the refused bindings must not stay in the config a later --resume reads
-                    replace_text(config_file, resumed_config)
-                print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
+    with run_folder_lock(run_dir, take=built.trainer.is_global_zero) as ours:
+        if not ours:
+            print(f"error: run folder {run_dir} is in use by another process (a run, a sweep or a --resume); "
+                  "wait for it to end or stop it, then --resume", file=sys.stderr)
             return 2
-        if not isinstance(error, CheckpointWriteError):  # that one says all in its line
-            traceback.print_exc()
-        print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
-        return 1
-    if "tasks" in summary:  # rank 0 evaluates; DDP workers have nothing to print
-        _print_results(summary, run_dir)
-    return 0
+        try:
+            summary = experiment.run(built, run_dir, resume_from)
+        except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
+            print(f"error: interrupted; continue with --resume {run_dir}", file=sys.stderr)
+            return 1
+        except Exception as error:  # noqa: BLE001  (any failure: report it, exit 2 or 1)
+            if not built.monitor.updated:
+                # Before the first update (Lightning's set-up, the collectors, warm-up): the input's
+                # fault, reported like any other, and the folder this call made is removed.
+                if built.trainer.is_global_zero:  # DDP workers fail alike: one line, from rank 0
+                    if creates_run_dir:
+                        shutil.rmtree(run_dir, ignore_errors=True)
+                    else:  # the refused bindings must not stay in the config a later --resume reads
+                        replace_text(config_file, resumed_config)
+                    print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
+                return 2
+            if not isinstance(error, CheckpointWriteError):  # that one says all in its line
+                traceback.print_exc()
+            print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
+            return 1
+        if "tasks" in summary:  # rank 0 evaluates; DDP workers have nothing to print
+            _print_results(summary, run_dir)
+        return 0
 
 
 def _print_results(summary: dict, run_dir: Path) -> None:
