@@ -436,3 +436,17 @@ def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_
     checkpoint["RolloutData"]["rollout_updates"] = 30
     torch.save(checkpoint, last)
     _resume_finds_nothing_to_do(run_dir, 960, 960)
+
+
+def test_a_file_system_that_cannot_lock_folders_runs_unguarded(tmp_path, monkeypatch):
+    """NFS can refuse flock on a folder (EBADF, ENOLCK): the run goes on without the guard."""
+    import fcntl
+
+    from picor_gin.run.files import run_folder_lock
+
+    def refuse(descriptor, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with run_folder_lock(tmp_path) as ours:
+        assert ours

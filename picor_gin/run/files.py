@@ -40,6 +40,10 @@ def run_folder_lock(folder: Path, take: bool = True) -> Iterator[bool]:
         os.close(descriptor)
         yield False
         return
+    except OSError:  # a file system without folder locks (NFS can refuse one): run unguarded
+        os.close(descriptor)
+        yield True
+        return
     try:
         yield True
     finally:
