@@ -268,10 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyFinished as finished:
         print(finished)
         return 0
-    unread = unused_bindings(args.gin_bindings)
-    built.trainer.callbacks.append(
-        WarnAfterFirstUpdate([f"warning: --gin_bindings {binding!r} has no effect: {why}" for binding, why in unread])
-    )
+    if unread := unused_bindings(args.gin_bindings):  # no callback on every update otherwise
+        built.trainer.callbacks.append(
+            WarnAfterFirstUpdate([f"warning: --gin_bindings {binding!r} has no effect: {why}" for binding, why in unread])
+        )
     creates_run_dir = not run_dir.exists()
     config_file = run_dir / "config.gin"
     resumed_config = None if creates_run_dir else config_file.read_text()

@@ -22,7 +22,6 @@ def replace_text(path: Path, text: str) -> None:
         writing.unlink(missing_ok=True)
 
 
-
 @contextlib.contextmanager
 def run_folder_lock(folder: Path, take: bool = True) -> Iterator[bool]:
     """Holds an exclusive lock on `folder` for the block (the OS lets go if the process dies,

@@ -18,9 +18,8 @@ RENAMED = {
     "PiCor.c": "PolicyCorrection.c",
     "PiCor": "MultiTaskLearner (PiCor's correction: MultiTaskLearner.correction = @PolicyCorrection)",
     "NoCorrection": "MultiTaskLearner.correction = None",
-    "SAC.network": "MultiTaskLearner.network (one network for whichever backbone the learner builds)",
-    "TD3.network": "MultiTaskLearner.network (one network for whichever backbone the learner builds)",
-    "PPO.network": "MultiTaskLearner.network (one network for whichever backbone the learner builds)",
+    **{f"{backbone}.network": "MultiTaskLearner.network (one network for whichever backbone the learner builds)"
+       for backbone in ("SAC", "TD3", "PPO")},
     "picor_gin.module": "picor_gin.learner",
     "picor_gin.constraints": "picor_gin.correction",
     "picor_gin.correction_solvers": "picor_gin.correction",
