@@ -15,6 +15,7 @@ the runs' env steps (summary.json's total_env_steps) differ, a note under the ta
     python launch/report.py runs/ktm_study --reach 0.9     # env steps to a mean_score of 0.9
     python launch/report.py results/paper_benchmarks/mt10_* --per_task   # each task's final success
     python launch/report.py results/paper_benchmarks/mt10_* --improvement   # P(X > Y) per pair of arms
+    python launch/report.py results/paper_benchmarks/halfcheetah_* --over_tasks   # IQM over runs x tasks
 
 --table prints a root that launch/reproduce.py filled in the paper's table shape: one column per
 method (Table 1) or ablation cell (Table 2), the paper's number above ours, "not run" where no run
@@ -26,11 +27,18 @@ al. 2021): per task, the chance that a run of X ends above a run of Y (ties coun
 over tasks, with its stratified-bootstrap CI. 0.5 is no difference; rliable's authors read a lower
 bound above 0.5 as a significant improvement. It needs a metric with a value per task.
 
+--over_tasks tables rliable's aggregate IQM: the middle half of every (run, task) final value,
+pooled, with a bootstrap that resamples runs within each task. The default table's IQM is over
+seeds of each run's mean over tasks, which trims nothing below 4 seeds.
+
+Notes under a table name the arms with 3 seeds or fewer (their interval is the range of their
+seeds, not a 95% interval), task sets that differ, and env steps that differ.
+
 --metric defaults to the first of mean_success, mean_score, mean_return that every run reports;
 average_forgetting (how far the tasks fell below their own best, averaged over the run) is lower-is-better.
 --reps and --seed fix the bootstrap, so the same runs always give the same table.
-Exit status: 0 done; 2 nothing to report (no run found, or the metric is null) or two runs of one
-arm with one seed (a copied folder would count twice), one line on stderr.
+Exit status: 0 done; 2 nothing to report (no run found, or the metric is null or not finite in a
+run) or two runs of one arm with one seed (a copied folder would count twice), one line on stderr.
 """
 from __future__ import annotations
 
@@ -60,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per_task", action="store_true", help="table the final metric of each task instead")
     parser.add_argument("--improvement", action="store_true",
                         help="table each pair of arms' probability of improvement P(X > Y) over tasks instead")
+    parser.add_argument("--over_tasks", action="store_true",
+                        help="table each arm's IQM over runs x tasks (rliable's aggregate IQM) instead")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--table", choices=TABLES, default=None, help="the paper's table shape (one root)")
@@ -70,14 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.table is None) != (args.benchmark is None) or (args.table and (len(args.paths) > 1 or args.metric)):
         parser.error("--table and --benchmark go together, with one root and no --metric")
     tables = (("--reach", args.reach is not None), ("--per_task", args.per_task), ("--improvement", args.improvement),
-              ("--table", args.table is not None))
+              ("--over_tasks", args.over_tasks), ("--table", args.table is not None))
     asked = [flag for flag, given in tables if given]
     if len(asked) > 1:
         parser.error(f"{' and '.join(asked)} are different tables: ask for one")
     try:
         if args.table is None:
             table, _ = build_report(args.paths, args.metric, args.reps, args.seed, args.reach, args.per_task,
-                                    args.improvement)
+                                    args.improvement, args.over_tasks)
         else:
             table, _ = paper_table(args.paths[0], args.table, args.benchmark, args.reps, args.seed)
     except ReportError as error:

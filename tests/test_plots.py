@@ -92,6 +92,18 @@ def test_each_curve_is_its_arms_mean_over_seeds(tmp_path, curves):
         assert lines["tiny_mtsac (n=1)"] == (steps, pytest.approx([1 / 3, 2 / 3, 1.0]))
 
 
+def test_a_shorter_run_counts_only_where_its_evaluations_reach(tmp_path, curves):
+    # Seed 1 stops after its 2,000-step evaluation (scores 1/3 - 0.1, 2/3 - 0.1): at 3,000 the
+    # band is seed 0's 1.0 alone, not a mean with seed 1 held at its last value (0.95 - 0.05 / 2).
+    for seed in (0, 1):
+        _fake_run(tmp_path / "runs" / f"s{seed}", "tiny_picor", seed)
+    eval_file = tmp_path / "runs" / "s1" / "eval.jsonl"
+    eval_file.write_text("".join(eval_file.read_text().splitlines(keepends=True)[:2]))
+    assert plot.main([str(tmp_path / "runs"), f"--out={tmp_path / 'plots'}"]) == 0
+    assert curves["mean_score.png"]["tiny_picor (n=2)"] == ([1_000, 2_000, 3_000],
+                                                           pytest.approx([1 / 3 - 0.05, 2 / 3 - 0.05, 1.0]))
+
+
 def test_temperatures_are_drawn_per_task_as_the_geometric_mean_over_seeds_on_a_log_axis(tmp_path, curves, monkeypatch):
     y_scales, save = {}, plots._save
 

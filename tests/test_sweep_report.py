@@ -77,7 +77,7 @@ def test_every_report_table_notes_arms_run_for_unequal_env_steps(tmp_path):
     _fake_run(tmp_path / "b" / "seed0", "arm_b", 0, 0.5)
     for table, _ in (build_report([tmp_path], reps=50), build_report([tmp_path], per_task=True),
                      build_report([tmp_path], reps=50, reach=0.1)):
-        assert "Note:" not in table
+        assert "env steps differ" not in table
     summary = tmp_path / "b" / "seed0" / "summary.json"
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "total_env_steps": 3_000}))
     for table, _ in (build_report([tmp_path], reps=50), build_report([tmp_path], per_task=True),
@@ -125,6 +125,72 @@ def test_report_tables_average_forgetting_on_request_as_lower_is_better(runs_roo
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Final `average_forgetting` over seeds (lower is better);")
     assert lines[4].startswith("| tiny_mtsac | 4 | 0.119 ± 0.072 |")  # the scores' 0.475 ± 0.286, over 4
+
+
+def _summary_with_tasks(run_dir: Path, name: str, seed: int, task_values: dict[str, float | None]) -> None:
+    """A finished run whose final evaluation has these per-task scores (mean_score their mean)."""
+    _fake_run(run_dir, name, seed, 0.0)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["tasks"] = {t: {"return": None, "success": None, "score": v} for t, v in task_values.items()}
+    known = [v for v in task_values.values() if v is not None]
+    summary["mean_score"] = sum(known) / len(known)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_over_tasks_is_rliables_iqm_pooling_runs_and_tasks(tmp_path, capsys):
+    # Two seeds x four tasks: 0, 1, 1, 1 and 1, 1, 1, 10. Pooled and sorted, 0 1 1 1 1 1 1 10: the
+    # middle half is four 1s, IQM 1.0. Over seeds of the run means (0.75, 3.25) it is their mean, 2.0.
+    for seed, values in enumerate(([0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 10.0])):
+        _summary_with_tasks(tmp_path / f"seed{seed}", "arm", seed, dict(zip("abcd", values)))
+    assert report.main([str(tmp_path), "--over_tasks", "--reps", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| experiment | seeds | IQM over runs x tasks [95% CI] |"
+    name, seeds, cell = lines[4].strip("| ").split(" | ")
+    point, low, high = (float(v) for v in cell.replace("[", "").replace(",", "").replace("]", "").split())
+    assert (name, seeds, point) == ("arm", "2", 1.0)
+    assert low <= point <= high
+    assert build_report([tmp_path], reps=200)[1][0].iqm == 2.0
+    with pytest.raises(ReportError, match="--over_tasks needs a metric with a value per task"):
+        build_report([tmp_path], "average_forgetting", over_tasks=True)
+
+
+def test_report_refuses_a_nan_final_value_and_a_null_task_naming_the_run(tmp_path):
+    _summary_with_tasks(tmp_path / "seed0", "arm", 0, {"goal0": 1.0, "goal1": None})
+    _fake_run(tmp_path / "seed1", "arm", 1, 0.5)
+    with pytest.raises(ReportError, match=f"--per_task needs every task's score, but it is None for goal1 in {tmp_path / 'seed0'}"):
+        build_report([tmp_path], per_task=True)
+    summary = json.loads((tmp_path / "seed1" / "summary.json").read_text())
+    (tmp_path / "seed1" / "summary.json").write_text(json.dumps({**summary, "mean_score": float("nan")}))
+    with pytest.raises(ReportError, match=f"mean_score is nan in {tmp_path / 'seed1'}"):
+        build_report([tmp_path])
+    assert report.main([str(tmp_path)]) == 2
+
+
+def test_report_refuses_reach_on_a_lower_is_better_metric(runs_root):
+    with pytest.raises(ReportError, match="average_forgetting is lower-is-better"):
+        build_report([runs_root], "average_forgetting", reach=0.1)
+
+
+def test_report_notes_arms_of_three_seeds_or_fewer_whose_interval_is_their_range(tmp_path, runs_root):
+    table, rows = build_report([runs_root], reps=200)  # 4 and 8 seeds: no note
+    assert "3 seeds or fewer" not in table
+    for seed, score in enumerate((0.1, 0.4, 0.5)):
+        _fake_run(tmp_path / "three" / f"seed{seed}", "three", seed, score)
+    table, (row,) = build_report([tmp_path / "three"], reps=2000)
+    # n = 3: the IQM trims int(0.75) = 0 seeds, so it is the mean; a resample of three all 0.1 has
+    # chance 1/27 > 2.5%, so the percentile interval reaches the lowest seed (and the highest).
+    assert (row.iqm, row.ci_low, row.ci_high) == pytest.approx((1.0 / 3, 0.1, 0.5))
+    assert table.endswith("\nNote: with 3 seeds or fewer an arm's IQM is its mean and its interval is the range "
+                          "of its seeds, not a 95% interval: three (3).\n")
+
+
+def test_report_notes_arms_on_different_task_sets(tmp_path):
+    _summary_with_tasks(tmp_path / "mt" / "seed0", "mt", 0, {"reach": 1.0, "push": 0.0})
+    _fake_run(tmp_path / "tiny" / "seed0", "tiny", 0, 0.5)
+    table, _ = build_report([tmp_path], reps=100)
+    assert "Note: the runs' task sets differ (mt 2 tasks (push, ...); tiny 2 tasks (goal0, ...))" in table
+    with pytest.raises(ReportError, match="--per_task needs runs of one task set"):
+        build_report([tmp_path], per_task=True)
 
 
 def test_report_per_task_tables_each_tasks_final_metric_over_seeds(runs_root, capsys):
@@ -435,7 +501,8 @@ def test_report_reads_values_spanning_lines_and_ignores_only_the_seed(tmp_path, 
               config="TaskSubset.tasks = [\n    'goal0',\n    'goal2',\n]\nExperiment.total_env_steps = 5000\n")
     _fake_run(root / "c" / "seed0", "tiny_mtsac", 0, 0.7, config=one_line.replace("5000", "500"))  # reproduce --scale 0.1
     assert report.main([str(root), "--reps", "100"]) == 0
-    rows = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines()[4:]]
+    table = capsys.readouterr().out.split("\n\n")[1]  # the rows, without the caption and the notes
+    rows = [line.split(" | ")[:2] for line in table.splitlines()[2:]]
     assert rows == [  # every arm names its value of each binding that differs between them
         ["| tiny_mtsac [Experiment.total_env_steps = 500, TaskSubset.tasks = ['goal0', 'goal1']]", "1"],
         ["| tiny_mtsac [Experiment.total_env_steps = 5000, TaskSubset.tasks = ['goal0', 'goal1']]", "2"],

@@ -28,10 +28,12 @@ def read_evaluations(run_dir: Path) -> list[dict]:
 
 
 def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation over seeds on the union of their env-step grids."""
+    """Mean and standard deviation over seeds on the union of their env-step grids; at each step
+    only over the runs whose evaluations span it, so a shorter run is not held at its last value."""
     grid = np.unique(np.concatenate([steps for steps, _ in curves]))
-    values = np.stack([np.interp(grid, steps, ys) for steps, ys in curves])
-    return grid, values.mean(0), values.std(0)
+    values = np.stack([np.where((grid >= steps[0]) & (grid <= steps[-1]), np.interp(grid, steps, ys), np.nan)
+                       for steps, ys in curves])
+    return grid, np.nanmean(values, 0), np.nanstd(values, 0)
 
 
 def _plot_band(ax, curves, label: str, log: bool = False) -> None:

@@ -45,6 +45,9 @@ def choose_metric(summaries: dict[Path, dict], metric: str | None) -> str:
     for candidate in candidates:
         missing = [run_dir for run_dir, summary in summaries.items() if summary.get(candidate) is None]
         if not missing:
+            diverged = [run_dir for run_dir, summary in summaries.items() if not np.isfinite(summary[candidate])]
+            if diverged:  # one NaN would turn its arm's row into nan ± nan
+                raise ReportError(f"{candidate} is {summaries[diverged[0]][candidate]} in {diverged[0]}")
             return candidate
     if metric is None:
         raise ReportError(f"none of {', '.join(METRICS)} is reported by every run")
@@ -64,9 +67,11 @@ def _bootstrap_seed(seed: int) -> Iterator[None]:
 
 
 def iqm_interval(finals: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
-    """IQM over runs and its percentile-bootstrap CI (rliable), reseeded per call so every row is
-    reproducible whichever other experiments share the report."""
-    scores = {"runs": finals.reshape(-1, 1)}  # rliable's (runs x tasks) layout, one aggregate task
+    """IQM and its percentile-bootstrap CI (rliable), reseeded per call so every row is
+    reproducible whichever other experiments share the report. `finals` is one value per run, or
+    rliable's runs x tasks matrix: its IQM then pools every (run, task) and its bootstrap resamples
+    runs within each task (stratified)."""
+    scores = {"runs": finals.reshape(len(finals), -1)}  # one value per run: a single aggregate task
     with _bootstrap_seed(seed):
         points, intervals = rly.get_interval_estimates(
             scores, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=reps, confidence_interval_size=CONFIDENCE
@@ -133,10 +138,34 @@ def task_scores(
     for run_dir, summary in summaries.items():
         if set(summary["tasks"]) != set(tasks):
             raise ReportError(f"{flag} needs runs of one task set, but {first} and {run_dir} have different tasks")
+    for run_dir, summary in summaries.items():
+        for task in tasks:
+            value = summary["tasks"][task][key]
+            if value is None or not np.isfinite(value):  # would make its arm's cells nan
+                raise ReportError(f"{flag} needs every task's {key}, but it is {value} for {task} in {run_dir}")
     scores = {label: np.array([[summaries[run_dir]["tasks"][task][key] for task in tasks] for run_dir in run_dirs],
                               dtype=float)
               for label, run_dirs in arms.items()}
     return tasks, scores
+
+
+def over_tasks_report(arms: Arms, summaries: dict[Path, dict], metric: str, reps: int, seed: int) -> str:
+    """rliable's aggregate IQM: the middle half of every (run, task) final value pooled, with a
+    bootstrap that resamples runs within each task. The main table's IQM is over seeds of each
+    run's mean over tasks; this one also trims the tasks that fail or excel in a run."""
+    tasks, scores = task_scores(arms, summaries, metric, "--over_tasks")
+    key = metric.removeprefix("mean_")
+    lines = [
+        f"IQM of the final `{key}` over runs x tasks ({len(tasks)} tasks), rliable's aggregate IQM, with "
+        f"{CONFIDENCE:.0%} stratified-bootstrap CI (runs resampled within each task; {reps} reps, seed {seed}).",
+        "",
+        f"| experiment | seeds | IQM over runs x tasks [{CONFIDENCE:.0%} CI] |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, runs in scores.items():
+        iqm, low, high = iqm_interval(runs, reps, seed)
+        lines.append(f"| {name} | {len(runs)} | {iqm:.3f} [{low:.3f}, {high:.3f}] |")
+    return "\n".join(lines) + "\n"
 
 
 def per_task_report(arms: Arms, summaries: dict[Path, dict], metric: str) -> str:
@@ -188,8 +217,8 @@ def markdown(rows: Sequence[Row], metric: str, reps: int, seed: int) -> str:
     """The table with a caption naming the metric and how the interval was drawn."""
     direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
     lines = [
-        f"Final `{metric}` over seeds{direction}; IQM with {CONFIDENCE:.0%} percentile-bootstrap CI "
-        f"(rliable, {reps} reps, seed {seed}).",
+        f"Final `{metric}` over seeds{direction}; mean ± std (ddof 0) and the IQM (the mean of the middle "
+        f"half of the seeds) with {CONFIDENCE:.0%} percentile-bootstrap CI (rliable, {reps} reps, seed {seed}).",
         "",
         f"| experiment | seeds | {metric} (mean ± std) | IQM [{CONFIDENCE:.0%} CI] |",
         "| --- | ---: | ---: | ---: |",
@@ -213,27 +242,59 @@ def budget_note(arms: Arms, summaries: dict[Path, dict]) -> str:
     return f"\nNote: the runs' env steps differ (total_env_steps: {listed}), so these rows do not compare at equal samples.\n"
 
 
+def few_seeds_note(rows: Sequence[Row]) -> str:
+    """A line naming the arms with 3 seeds or fewer, else nothing: their IQM trims nothing, and
+    their bootstrap interval is the range of their seeds (a resample of n values is all the lowest
+    with chance n^-n, above 2.5% for n <= 3), not a 95% interval."""
+    few = [f"{row.experiment} ({row.seeds})" for row in rows if row.seeds <= 3]
+    if not few:
+        return ""
+    return (f"\nNote: with 3 seeds or fewer an arm's IQM is its mean and its interval is the range of its seeds, "
+            f"not a 95% interval: {', '.join(few)}.\n")
+
+
+def task_set_note(arms: Arms, summaries: dict[Path, dict]) -> str:
+    """A line naming each arm's tasks where the runs' task sets differ, else nothing: a mean over
+    different tasks is a different quantity, even under one metric's name."""
+    task_sets = {label: sorted({tuple(sorted(summaries[run_dir]["tasks"])) for run_dir in run_dirs})
+                 for label, run_dirs in arms.items()}
+    if len({tasks for sets in task_sets.values() for tasks in sets}) < 2:
+        return ""
+    listed = "; ".join(f"{label} {' and '.join(f'{len(tasks)} tasks ({tasks[0]}, ...)' for tasks in sets)}"
+                       for label, sets in task_sets.items())
+    return f"\nNote: the runs' task sets differ ({listed}), so these rows average over different tasks.\n"
+
+
 def build_report(
     paths: Iterable[Path], metric: str | None = None, reps: int = 2000, seed: int = 0, reach: float | None = None,
-    per_task: bool = False, improvement: bool = False,
+    per_task: bool = False, improvement: bool = False, over_tasks: bool = False,
 ) -> tuple[str, list[Row]]:
     """Finds the runs below `paths` and returns (markdown, rows) of the final metric, or with
     `reach` of the env steps to reach it, with `per_task` its value per task, with `improvement`
-    each pair of arms' probability of improvement (no rows for those two); raises ReportError if
-    there is nothing to report. Each ends with budget_note's line."""
+    each pair of arms' probability of improvement, with `over_tasks` its IQM over runs x tasks
+    (no rows for those three); raises ReportError if there is nothing to report. Each ends with
+    the notes that apply: few seeds, different task sets (the tables that pool tasks refuse
+    those), unequal env steps."""
     summaries = {run_dir: read_summary(run_dir) for run_dir in require_runs(list(paths))}
     metric = choose_metric(summaries, metric)
+    if reach is not None and metric in LOWER_IS_BETTER:
+        raise ReportError(f"--reach times the first evaluation at or above a threshold, and {metric} is lower-is-better")
     arms = group_by_arm(summaries)
+    notes = task_set_note(arms, summaries)
     if reach is not None:
         table, rows = reach_report(arms, metric, reach, reps, seed)
+        notes = few_seeds_note(rows) + notes
     elif per_task:
         table, rows = per_task_report(arms, summaries, metric), []
     elif improvement:
         table, rows = improvement_report(arms, summaries, metric, reps, seed), []
+    elif over_tasks:
+        table, rows = over_tasks_report(arms, summaries, metric, reps, seed), []
     else:
         rows = report_rows(arms, summaries, metric, reps, seed)
         table = markdown(rows, metric, reps, seed)
-    return table + budget_note(arms, summaries), rows
+        notes = few_seeds_note(rows) + notes
+    return table + notes + budget_note(arms, summaries), rows
 
 
 def _cell_summaries(runs: list[Path], root: Path, stem: str | None) -> dict[Path, dict]:
@@ -280,4 +341,4 @@ def paper_table(root: Path, table: str, benchmark: str, reps: int = 2000, seed: 
             "—" if r is None else f"{number(r.iqm)} [{number(r.ci_low)}, {number(r.ci_high)}]" for r in rows) + " |",
         "| seeds | " + " | ".join("0" if r is None else str(r.seeds) for r in rows) + " |",
     ]
-    return "\n".join(lines) + "\n", rows
+    return "\n".join(lines) + "\n" + few_seeds_note([r for r in rows if r is not None]), rows
