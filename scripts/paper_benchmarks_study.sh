@@ -77,6 +77,7 @@ case "${1:-}" in
       "$py" launch/report.py "${arms[@]}"
       "$py" launch/report.py "${arms[@]}" --per_task
       "$py" launch/report.py "${arms[@]}" --improvement
+      "$py" launch/report.py "${arms[@]}" --over_tasks
       "$py" launch/report.py "${arms[@]}" --metric average_forgetting
       if [ "$bench" = mt10 ]; then
         "$py" launch/report.py "${arms[@]}" --reach 0.1
