@@ -260,6 +260,10 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
             "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
+    def resume_problem(self, state: dict[str, Any]) -> str | None:
+        """Why this data module, as configured, cannot continue from the saved `state`; None if it can."""
+        return None
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores this process's own state: `state` is rank 0's (Lightning's checkpoint file);
         process r reads saved process r's file beside it. On another process count, process r
@@ -487,7 +491,17 @@ class MultiTaskData(TaskEnvData):
 
     def state_dict(self) -> dict[str, Any]:
         """This process's buffers and counters; env_steps is global, so any process count can resume."""
-        return {**super().state_dict(), "buffers": [b.state_dict() for b in self.buffers]}
+        return {**super().state_dict(), "buffers": [b.state_dict() for b in self.buffers],
+                "replay_capacity": self.replay_capacity}
+
+    def resume_problem(self, state: dict[str, Any]) -> str | None:
+        """A resumed buffer keeps the saved storage, whose rows are the saved capacity: another
+        capacity would drop the newest transitions (smaller) or write past the storage (larger)."""
+        saved = state.get("replay_capacity", self.replay_capacity)  # older checkpoints did not record it
+        if saved == self.replay_capacity:
+            return None
+        return (f"MultiTaskData.replay_capacity = {self.replay_capacity:_}, but the checkpoint's buffers hold "
+                f"{saved:_} transitions per task; a resumed run keeps its replay capacity")
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)

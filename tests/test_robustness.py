@@ -53,6 +53,18 @@ def test_resume_refuses_an_incompatible_config_in_one_line(terminated_run):
     assert len(lines) == 1 and "incompatible" in lines[0] and "(32,) configured" in lines[0]
 
 
+def test_resume_refuses_another_replay_capacity_in_one_line(terminated_run):
+    run_dir, _, _ = terminated_run
+    config = (run_dir / "config.gin").read_text()
+    result = run_cli("--resume", str(run_dir), "--gin_bindings=MultiTaskData.replay_capacity = 300")
+    assert result.returncode == 2
+    capacity = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["MultiTaskData"]["replay_capacity"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --resume {run_dir}: MultiTaskData.replay_capacity = 300, but the checkpoint's buffers hold "
+        f"{capacity:_} transitions per task; a resumed run keeps its replay capacity"]
+    assert (run_dir / "config.gin").read_text() == config
+
+
 def test_a_resume_refused_inside_fit_leaves_the_run_folders_config_as_it_was(terminated_run):
     """A replay device that the storage accepts when built but cannot use: the resume fails
     before its first update, which is bad input, and a later plain --resume must still work."""

@@ -156,6 +156,15 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=Experiment.total_env_steps = 1_000"], "leaves nothing to learn: the warm-up alone takes 1000"),
         # A strategy that cannot work (every DDP spelling: test_robustness.py).
         (["--gin_bindings=Trainer.strategy = 'ddp_spawn'"], "bind 'ddp'"),
+        # Values every range check would pass or that leave nothing to learn, and a file gin cannot read.
+        (["--gin_bindings=SAC.initial_alpha = 1e999"], "SAC.initial_alpha = inf: not a finite number"),
+        (["--gin_bindings=HIDDEN_SIZES = (64, 1e999)"], "= (64, inf): not a finite number"),
+        (["--gin_bindings=Experiment.seed = -1"], "Experiment.seed must be in [0, 2**31), got -1"),
+        (["--gin_bindings=HIDDEN_SIZES = (0, 0)"], "OneHotMLP.hidden_sizes needs at least one layer, each >= 1, got (0, 0)"),
+        (["--gin_bindings=PointGoals.step_size = 0.0"], "PointGoals.step_size must be > 0, got 0.0"),
+        (["--gin_file={tmp}/latin1.gin"], "latin1.gin is not UTF-8 text: byte 5 is 0xe9"),
+        # --resume continues the run in its own folder: a --run_dir beside it would be ignored.
+        (["--resume={tmp}/elsewhere"], "continues the run in its own folder, so --run_dir does not go with it"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, message, capsys, monkeypatch):
@@ -164,6 +173,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
         "include 'gin_configs/tiny_picor.gin'\ninclude 'gin_configs/nope.gin'\n"
     )
     (tmp_path / "bad_syntax.gin").write_text("import picor_gin.backbones\n\nSAC.gamma = 0.9.9\n")
+    (tmp_path / "latin1.gin").write_bytes("# café\n".encode("latin-1"))
     # An operative config written before the renames (its first lines, as a run folder keeps them).
     (tmp_path / "old_config.gin").write_text(
         "import picor_gin.backbones\nimport picor_gin.constraints as picor_gin2\n\n"
@@ -191,6 +201,15 @@ def test_a_configurable_refusal_is_its_message_alone_without_gins_call_trailers(
     code, stderr = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
                                   f"--gin_bindings={binding}", f"--run_dir={tmp_path / 'run'}")
     assert code == 2 and stderr.strip() == line
+
+
+def test_an_unknown_flag_exits_2_with_one_error_line(capsys):
+    from picor_gin.run import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["--gin_file=gin_configs/tiny_picor.gin", "--foo"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --foo (see --help)\n"
 
 
 def test_help_gives_the_exit_statuses_and_what_resume_applies_with_the_flags_unchanged(monkeypatch, capsys):

@@ -6,9 +6,18 @@ the observation's last `num_tasks` entries.
 from __future__ import annotations
 
 import abc
+from typing import Sequence
 
 import torch
 from torch import nn
+
+
+def layer_sizes(binding: str, sizes: Sequence[int]) -> list[int]:
+    """`sizes` as a list, refused unless there is at least one layer and every layer has a unit:
+    torch builds a zero-width layer with a warning, and the run then learns nothing."""
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"{binding} needs at least one layer, each >= 1, got {tuple(sizes)}")
+    return list(sizes)
 
 
 class TwinCritic(nn.Module):

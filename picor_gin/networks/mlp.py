@@ -11,16 +11,14 @@ import torch
 from torch import nn
 from torchrl.modules import MLP
 
-from picor_gin.networks.base import Network, TwinCritic
+from picor_gin.networks.base import Network, TwinCritic, layer_sizes
 
 
 class _MLPNetwork(Network):
     """Shared by the MLP networks: sizes, activation, and the twin critic built from `_q`."""
 
     def __init__(self, hidden_sizes: Sequence[int] = (512, 512), activation: type[nn.Module] = nn.ReLU):
-        if not hidden_sizes:
-            raise ValueError(f"{type(self).__name__}.hidden_sizes needs at least one layer")
-        self.hidden_sizes = list(hidden_sizes)
+        self.hidden_sizes = layer_sizes(f"{type(self).__name__}.hidden_sizes", hidden_sizes)
         self.activation = activation
 
     @abc.abstractmethod

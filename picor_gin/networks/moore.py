@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchrl.modules import MLP
 
-from picor_gin.networks.base import Network, TwinCritic
+from picor_gin.networks.base import Network, TwinCritic, layer_sizes
 from picor_gin.networks.mlp import TaskHeads
 
 
@@ -103,14 +103,13 @@ class MooreNetwork(Network):
     """
 
     def __init__(self, expert_sizes: Sequence[int] = (400, 400, 400), num_experts: int = 4):
-        if not expert_sizes or min(expert_sizes) < 1:
-            raise ValueError(f"MooreNetwork.expert_sizes needs at least one layer, each >= 1, got {tuple(expert_sizes)}")
+        expert_sizes = layer_sizes("MooreNetwork.expert_sizes", expert_sizes)
         if not 1 <= num_experts <= expert_sizes[-1]:
             raise ValueError(
                 f"MooreNetwork.num_experts must be in [1, expert_sizes[-1] = {expert_sizes[-1]}] "
                 f"(no more orthonormal vectors exist), got {num_experts}"
             )
-        self.expert_sizes = list(expert_sizes)
+        self.expert_sizes = expert_sizes
         self.num_experts = num_experts
 
     def _net(self, state_features: int, out_features: int, num_tasks: int) -> TaskHeads:

@@ -19,7 +19,7 @@ import gin
 import torch
 from torch import nn
 
-from picor_gin.networks.base import Network, TwinCritic
+from picor_gin.networks.base import Network, TwinCritic, layer_sizes
 
 
 class PaCoNet(nn.Module):
@@ -87,11 +87,9 @@ class PaCoNetwork(Network):
     """
 
     def __init__(self, hidden_sizes: Sequence[int] = (400, 400, 400), num_parameter_sets: int = 5):
-        if not hidden_sizes:
-            raise ValueError("PaCoNetwork.hidden_sizes needs at least one layer")
         if num_parameter_sets < 1:
             raise ValueError(f"PaCoNetwork.num_parameter_sets must be >= 1, got {num_parameter_sets}")
-        self.hidden_sizes = list(hidden_sizes)
+        self.hidden_sizes = layer_sizes("PaCoNetwork.hidden_sizes", hidden_sizes)
         self.num_parameter_sets = num_parameter_sets
 
     def _net(self, in_features: int, out_features: int, num_tasks: int) -> PaCoNet:

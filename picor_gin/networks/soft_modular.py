@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchrl.modules import MLP
 
-from picor_gin.networks.base import Network, TwinCritic
+from picor_gin.networks.base import Network, TwinCritic, layer_sizes
 
 
 class SoftModularNet(nn.Module):
@@ -113,15 +113,12 @@ class SoftModularNetwork(Network):
         routing_layers: int = 2,
         routing_features: int = 256,
     ):
-        for name, value in [("num_layers", num_layers), ("num_modules", num_modules), ("routing_layers", routing_layers)]:
+        counts = dict(num_layers=num_layers, num_modules=num_modules, module_features=module_features,
+                      routing_layers=routing_layers, routing_features=routing_features)
+        for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"SoftModularNetwork.{name} must be >= 1, got {value}")
-        if not encoder_sizes:
-            raise ValueError("SoftModularNetwork.encoder_sizes needs at least one layer")
-        self.sizes = dict(
-            encoder_sizes=list(encoder_sizes), num_layers=num_layers, num_modules=num_modules,
-            module_features=module_features, routing_layers=routing_layers, routing_features=routing_features,
-        )
+        self.sizes = dict(encoder_sizes=layer_sizes("SoftModularNetwork.encoder_sizes", encoder_sizes), **counts)
 
     def actor(self, obs_dim: int, out_features: int, num_tasks: int) -> nn.Module:
         return SoftModularNet(obs_dim - num_tasks, out_features, num_tasks, **self.sizes)

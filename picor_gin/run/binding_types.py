@@ -13,6 +13,7 @@ refused with the other form, instead of a TypeError about missing arguments once
 from __future__ import annotations
 
 import collections.abc
+import math
 import types
 import typing
 from typing import Any
@@ -92,10 +93,24 @@ def _reference_problem(reference: gin.config.ConfigurableReference, hint: Any) -
     return f"expected {_name(hint)}, got {'an instance of ' if reference.evaluate else 'the class '}{target.__name__}"
 
 
+def _finite(value: Any) -> bool:
+    """Whether no float in the literal `value` is inf or nan (gin reads `1e999` as inf), which
+    every range check would let through: `inf > 0`."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(map(_finite, value))
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    return True
+
+
 def _problem(value: Any, hint: Any) -> str | None:
     """What is wrong with binding `value` where `hint` is wanted, None when it may fit."""
     if isinstance(value, gin.config.ConfigurableReference):
         return _reference_problem(value, hint)
+    if not _finite(value):
+        return "not a finite number"
     return None if _matches(value, hint) else f"expected {_name(hint)}, got {type(value).__name__}"
 
 
@@ -135,7 +150,8 @@ def _text(value: Any) -> str:
 
 @gin.config.register_finalize_hook
 def check_binding_types(config: dict) -> None:
-    """gin finalize hook: raises TypeError naming the first binding whose value has the wrong type."""
+    """gin finalize hook: raises TypeError naming the first binding whose value has the wrong type
+    or is not finite."""
     registry = gin.config._REGISTRY  # gin has no public lookup of a selector's configurable
     for (scope, selector), params in config.items():
         configurable = registry.get_match(selector)
@@ -144,7 +160,7 @@ def check_binding_types(config: dict) -> None:
         hints = _hints(configurable.wrapped)
         for param, bound in params.items():
             value = _literal(bound, config)
-            problem = _problem(value, hints[param]) if param in hints else None
+            problem = _problem(value, hints.get(param, Any))
             if problem is not None:
                 binding = f"{scope + '/' if scope else ''}{configurable.name}.{param}"
                 via = f" = {bound}" if bound is not value else ""  # the macro the user bound

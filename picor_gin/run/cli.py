@@ -17,7 +17,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import gin
 import torch
@@ -144,9 +144,16 @@ exit status:
 Details: docs/running.md (the run contract, bad input, resuming)."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags exit 2 with one `error:` line, as any other bad input does, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line; its flags are a contract that sweeps and other tools write."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         description="Train a multi-task RL experiment from gin files.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's lines
@@ -179,14 +186,22 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
     """
     gin_files = list(args.gin_file)
     resume_from = checkpoint = None
+    if args.resume is not None and args.run_dir is not None:
+        raise BadInput(f"--resume {args.resume} continues the run in its own folder, so --run_dir does not go with it; "
+                       f"to continue a copy, copy the folder and --resume the copy")
     if args.resume is not None:
         resume_from, checkpoint = _resume_point(args.resume)
         gin_files = [str(args.resume / "config.gin"), *gin_files]
     if not gin_files:
         raise BadInput("no --gin_file given (e.g. --gin_file=gin_configs/tiny_picor.gin)")
     for path in gin_files:
-        if not Path(path).is_file() and not (CONFIG_ROOT / path).is_file():
+        found = Path(path) if Path(path).is_file() else CONFIG_ROOT / path
+        if not found.is_file():
             raise BadInput(f"gin file not found: {path}")
+        try:
+            found.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise BadInput(f"gin file {path} is not UTF-8 text: byte {error.start} is {error.object[error.start]:#x}") from None
     gin.add_config_file_search_path(str(CONFIG_ROOT))
     logging.disable(logging.ERROR)  # gin logs a missing include before raising it: one line, not two
     try:
@@ -226,6 +241,9 @@ def _build(args: argparse.Namespace) -> tuple[Experiment, Run, Path, Path | None
         state = data_state(checkpoint)
         built = experiment.build(run_dir, resumed_env_steps=state["env_steps"], completed_epochs=checkpoint["epoch"])
         _check_compatible(checkpoint, resume_from, built.module)
+        problem = built.data.resume_problem(state)
+        if problem is not None:
+            raise BadInput(f"--resume {run_dir}: {problem}")
         if _finished(built.data, state):
             raise AlreadyFinished(
                 f"{run_dir} already finished at {state['env_steps']:,} env steps (Experiment.total_env_steps = "

@@ -72,6 +72,8 @@ class Experiment:
         ]:
             if value < 1:
                 raise ValueError(f"Experiment.{param} must be >= 1, got {value}")
+        if not 0 <= seed < 2**31:  # NumPy takes seeds below 2**32, and the run adds offsets to it
+            raise ValueError(f"Experiment.seed must be in [0, 2**31), got {seed}")
         self.task_set = task_set
         self.name = name
         self.seed = seed

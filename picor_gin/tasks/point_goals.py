@@ -93,6 +93,8 @@ class PointGoals(TaskSet):
             raise ValueError(f"PointGoals.num_tasks must be >= 1, got {num_tasks}")
         if episode_steps < 1:
             raise ValueError(f"PointGoals.episode_steps must be >= 1, got {episode_steps}")
+        if not step_size > 0:  # the oracle would score what standing still does: no score to scale by
+            raise ValueError(f"PointGoals.step_size must be > 0, got {step_size}")
         self.names = [f"goal{z}" for z in range(num_tasks)]
         self.max_episode_steps = episode_steps
         self.step_size = step_size
