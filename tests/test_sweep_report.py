@@ -127,6 +127,12 @@ def test_report_tables_average_forgetting_on_request_as_lower_is_better(runs_roo
     assert lines[4].startswith("| tiny_mtsac | 4 | 0.119 ± 0.072 |")  # the scores' 0.475 ± 0.286, over 4
 
 
+def _interval(cell: str) -> tuple[float, float, float]:
+    """A table cell `point [low, high]` as three numbers."""
+    point, low, high = (float(v) for v in cell.replace("[", "").replace(",", "").replace("]", "").split())
+    return point, low, high
+
+
 def _summary_with_tasks(run_dir: Path, name: str, seed: int, task_values: dict[str, float | None]) -> None:
     """A finished run whose final evaluation has these per-task scores (mean_score their mean)."""
     _fake_run(run_dir, name, seed, 0.0)
@@ -146,7 +152,7 @@ def test_report_over_tasks_is_rliables_iqm_pooling_runs_and_tasks(tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "| experiment | seeds | IQM over runs x tasks [95% CI] |"
     name, seeds, cell = lines[4].strip("| ").split(" | ")
-    point, low, high = (float(v) for v in cell.replace("[", "").replace(",", "").replace("]", "").split())
+    point, low, high = _interval(cell)
     assert (name, seeds, point) == ("arm", "2", 1.0)
     assert low <= point <= high
     assert build_report([tmp_path], reps=200)[1][0].iqm == 2.0
@@ -211,7 +217,7 @@ def test_report_improvement_is_the_hand_counted_probability_that_one_arm_beats_t
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "| X | Y | P(X > Y) [95% CI] |"
     x, y, cell = lines[4].strip("| ").split(" | ")
-    point, low, high = (float(v) for v in cell.replace("[", "").replace(",", "").replace("]", "").split())
+    point, low, high = _interval(cell)
     assert (x, y, point) == ("tiny_mtsac", "tiny_picor", 0.578)
     assert 0 <= low < point < high <= 1
     assert build_report([runs_root], reps=300, seed=3, improvement=True) == build_report(
