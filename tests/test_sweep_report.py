@@ -6,9 +6,11 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +329,51 @@ def test_each_local_run_gets_the_threads_asked_for_or_its_share_of_the_cores(tmp
     assert [run.log.read_text().splitlines()[-1] for run in runs] == [expected, expected]
 
 
+_SIGTERM_SWEEP = """
+import sys
+from pathlib import Path
+from picor_gin.sweeps.local import run_locally
+from picor_gin.sweeps.plan import PlannedRun
+
+STAND_IN = (  # like launch/run.py: on SIGTERM it checkpoints (here: writes a file) and exits 1
+    "import pathlib, signal, sys, time\\n"
+    "def stop(*_): pathlib.Path(sys.argv[1]).write_text('checkpointed'); sys.exit(1)\\n"
+    "signal.signal(signal.SIGTERM, stop)\\n"
+    "print('started', flush=True)\\n"
+    "time.sleep(60)\\n")
+
+class SleepingRun(PlannedRun):
+    def command(self, rank=0):
+        return [sys.executable, "-c", STAND_IN, str(self.run_dir) + ".stopped"]
+
+root = Path(sys.argv[1])
+runs = [SleepingRun(f"arm/seed{s}", "unused.gin", s, root / f"seed{s}") for s in range(3)]
+try:
+    run_locally(runs, parallel=2)
+except KeyboardInterrupt:
+    print("sweep interrupted", flush=True)
+"""
+
+
+def test_a_sigterm_to_the_local_sweep_reaches_its_runs_and_starts_no_queued_one(tmp_path):
+    # `kill`, `timeout` and schedulers signal the sweep's process alone, not its process group
+    sweep_process = subprocess.Popen([sys.executable, "-c", _SIGTERM_SWEEP, str(tmp_path)], cwd=REPO,
+                                     stdout=subprocess.PIPE, text=True)
+    logs = [tmp_path / f"seed{s}.log" for s in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(log.is_file() and "started" in log.read_text().splitlines() for log in logs):
+        assert time.monotonic() < deadline, "the runs never started"
+        time.sleep(0.1)
+    sweep_process.send_signal(signal.SIGTERM)
+    out, _ = sweep_process.communicate(timeout=30)
+    assert sorted(path.name for path in tmp_path.glob("*.stopped")) == ["seed0.stopped", "seed1.stopped"]
+    assert not (tmp_path / "seed2.log").exists()
+    lines = out.splitlines()
+    assert lines[-1] == "sweep interrupted"
+    assert sum(line.startswith("stop   arm/seed") for line in lines) == 2
+    assert not any(line.startswith("FAILED") for line in lines)
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["--gin_files", "gin_configs/missing.gin"], "gin file not found"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--threads_per_run", "0"], "--threads_per_run must be >= 1"),
@@ -343,6 +390,12 @@ def test_each_local_run_gets_the_threads_asked_for_or_its_share_of_the_cores(tmp
      "gin_configs/tiny_picor.gin: Experiment.total_env_steps must be >= 1, got -5"),
     (["--gin_files", "gin_configs/tiny_picor.gin", "--gin_bindings", "Experiment.task_set = @TaskSubset()",
       "TaskSubset.task_set = @PointGoals()", "TaskSubset.tasks = ['goal9']"], "goal9"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--partition", "gpu", "--time", "1:00:00"],
+     "--backend local does not use --partition --time"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "submitit_local", "--parallel", "2"],
+     "--backend submitit_local does not use --parallel"),
+    (["--gin_files", "gin_configs/tiny_picor.gin", "--backend", "slurm", "--threads_per_run", "2"],
+     "--backend slurm does not use --threads_per_run"),
 ])
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys, argv, problem):
     assert sweep.main([*argv, "--seeds", "0", "--root", str(tmp_path / "sweep")]) == 2

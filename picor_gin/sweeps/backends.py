@@ -13,6 +13,12 @@ from picor_gin.sweeps.local import run_locally
 from picor_gin.sweeps.plan import PlannedRun, print_event
 
 BACKENDS = ("local", "submitit_local", "slurm")
+DEFAULTS = {"time": "72:00:00", "max_timeouts": 3, "poll_s": 30.0}  # filled in after the unused-flag check
+UNUSED_FLAGS = {  # what each backend has no use for: given anyway, it is refused rather than ignored
+    "local": ("partition", "gpus_per_job", "time", "cpus_per_task", "max_timeouts", "poll_s"),
+    "submitit_local": ("partition", "cpus_per_task", "parallel", "threads_per_run"),  # every job starts at once
+    "slurm": ("threads_per_run",),
+}
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,27 +34,31 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--partition", default=None, help="SLURM partition")
     group.add_argument("--gpus_per_job", type=int, default=None,
                        help="GPUs per run (default Trainer.num_nodes x Trainer.devices; 0: a CPU job)")
-    group.add_argument("--time", default="72:00:00", help="a job's time limit (SLURM's --time format)")
+    group.add_argument("--time", default=None, help="a job's time limit (SLURM's --time format; default 72:00:00)")
     group.add_argument("--cpus_per_task", type=int, default=None, help="CPUs per process (SLURM)")
-    group.add_argument("--max_timeouts", type=int, default=3,
-                       help="times a job is requeued after its time limit (preemptions always are)")
-    group.add_argument("--poll_s", type=float, default=30.0, help="seconds between checks of the jobs' states")
+    group.add_argument("--max_timeouts", type=int, default=None,
+                       help="times a job is requeued after its time limit (default 3; preemptions always are)")
+    group.add_argument("--poll_s", type=float, default=None, help="seconds between checks of the jobs' states (default 30)")
     group.add_argument("--dry_run", action="store_true",
                        help="print what would run (the sbatch script on slurm) and run nothing")
 
 
 def bad_backend_input(args: argparse.Namespace) -> str | None:
     """What is wrong with the backend flags, found before anything starts."""
+    unused = [flag for flag in UNUSED_FLAGS[args.backend] if getattr(args, flag) is not None]
+    if unused:
+        flags = " ".join(f"--{flag}" for flag in unused)
+        return f"--backend {args.backend} does not use {flags} (docs/sweeps.md)"
     if args.parallel is not None and args.parallel < 1:
         return f"--parallel must be >= 1, got {args.parallel}"
     if args.threads_per_run is not None and args.threads_per_run < 1:
         return f"--threads_per_run must be >= 1, got {args.threads_per_run}"
-    if args.max_timeouts < 0:
+    if args.max_timeouts is not None and args.max_timeouts < 0:
         return f"--max_timeouts must be >= 0, got {args.max_timeouts}"
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
         return f"--gpus_per_job must be >= 0, got {args.gpus_per_job}"
     try:
-        slurm.minutes(args.time)
+        slurm.minutes(args.time or DEFAULTS["time"])
     except ValueError as error:
         return str(error)
     return None
@@ -63,6 +73,9 @@ def launch(runs: Sequence[PlannedRun], root: Path, args: argparse.Namespace) -> 
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    for flag, default in DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
     try:
         failed = _run_local(runs, args) if args.backend == "local" else _run_submitit(runs, root, args)
     except _BadInput as error:
