@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
 from picor_gin.run import externals
+from picor_gin.run.callbacks import EnvStepCheckpoint
 from picor_gin.run.experiment import Experiment
 from tests.conftest import REPO, run_cli
 
@@ -102,6 +103,38 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
     assert (tmp_path / "checkpoints" / "failed.ckpt").exists()
     rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
     assert rows and all(row["env_steps"] <= 1_200 for row in rows)
+
+
+def test_a_state_that_diverged_between_log_intervals_stops_the_run_at_its_evaluation(tmp_path, monkeypatch):
+    # The training metrics are checked every log_every_updates only: a diverged policy must not
+    # write a row of nan returns (invalid JSON for the run contract's readers) first.
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings(
+        [str(REPO / "gin_configs/tiny_mtsac.gin")],
+        ["Experiment.total_env_steps = 1_300", "Experiment.log_every_updates = 100_000"],
+        skip_unknown=False,
+    )
+    experiment = Experiment()
+    built = experiment.build(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    losses = built.module.backbone.losses
+
+    def nan_losses(batch, critic_batch=None):
+        return {key: value * float("nan") for key, value in losses(batch, critic_batch).items()}
+
+    monkeypatch.setattr(built.module, "_losses", nan_losses)
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at the evaluation of env step 10\d\d$"):
+        experiment.run(built, tmp_path)
+    eval_file = tmp_path / "eval.jsonl"
+    assert not eval_file.exists() or "NaN" not in eval_file.read_text()
+
+
+def test_a_failure_before_the_first_checkpoint_says_there_is_none_to_resume(tmp_path):
+    callback = EnvStepCheckpoint(tmp_path, every_env_steps=1_000)
+    assert callback.kept() == "no checkpoint was written before it"
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    callback.saved_env_steps = 1_000
+    assert callback.kept() == "last.ckpt keeps env step 1000"
 
 
 @pytest.fixture

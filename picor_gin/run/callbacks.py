@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from picor_gin.checkpoint_files import WRITING, CheckpointWriteError, checkpoint_path, promote
+from picor_gin.checkpoint_files import WRITING, CheckpointWriteError, checkpoint_path, has_checkpoint, promote
 from picor_gin.data import OFFLINE, Batch, TaskEnvData
 from picor_gin.run.evaluation import evaluate, headline_metric
 from picor_gin.run.files import replace_text
@@ -23,6 +23,15 @@ from picor_gin.tasks import TaskSet
 def _env_steps(trainer: L.Trainer) -> int:
     data: TaskEnvData = trainer.datamodule
     return data.env_steps
+
+
+def _non_finite_entry(pl_module: L.LightningModule) -> str | None:
+    """The name of the first state entry (parameter or buffer) holding a nan or inf, or None.
+    DDP keeps the entries alike on every process, so every process finds the same one."""
+    for name, value in pl_module.state_dict().items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+    return None
 
 
 def _ends_offline_stage(trainer: L.Trainer, batch: Batch) -> bool:
@@ -65,8 +74,13 @@ class PeriodicEvaluation(L.Callback):
             self._evaluate(trainer, pl_module)
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any] | None:
+        """Raises FloatingPointError on a diverged state, before a row of nan returns reaches
+        eval.jsonl (the training metrics catch it too, but only every `log_every_updates`)."""
         env_steps = _env_steps(trainer)
         self.last_env_steps = env_steps
+        diverged = _non_finite_entry(pl_module)
+        if diverged is not None:
+            raise FloatingPointError(f"non-finite {diverged} at the evaluation of env step {env_steps}")
         if not trainer.is_global_zero:
             return None
         row = {"env_steps": env_steps, **evaluate(pl_module.policy, self.task_set, self.episodes, self.seed)}
@@ -127,6 +141,12 @@ class EnvStepCheckpoint(L.Callback):
     def last_path(self) -> Path:
         return checkpoint_path(self.dirpath)
 
+    def kept(self) -> str:
+        """What a failure leaves to resume from, for its error message."""
+        if not has_checkpoint(self.dirpath):
+            return "no checkpoint was written before it"
+        return f"{self.last_path.name} keeps env step {self.saved_env_steps}"
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Every process writes into rank 0's folder, where a resume reads every process's file:
         on a cluster, process r starts in a folder of its own."""
@@ -139,12 +159,9 @@ class EnvStepCheckpoint(L.Callback):
             CheckpointWriteError: a file could not be written on some process (the disk is
                 full); every process's last two checkpoints are left as they were.
         """
-        for name, value in trainer.lightning_module.state_dict().items():
-            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
-                raise FloatingPointError(
-                    f"non-finite {name} at env step {_env_steps(trainer)}; {self.last_path.name} keeps "
-                    f"the state of env step {self.saved_env_steps}"
-                )
+        diverged = _non_finite_entry(trainer.lightning_module)
+        if diverged is not None:
+            raise FloatingPointError(f"non-finite {diverged} at env step {_env_steps(trainer)}; {self.kept()}")
         rank = trainer.global_rank
         written = checkpoint_path(self.dirpath, WRITING, rank)
         problem = None
@@ -165,8 +182,7 @@ class EnvStepCheckpoint(L.Callback):
             written.unlink(missing_ok=True)
             raise CheckpointWriteError(
                 f"could not write the checkpoint of env step {_env_steps(trainer)} in {self.dirpath} "
-                f"({problem or 'failed on another process'}); {self.last_path.name} keeps env step "
-                f"{self.saved_env_steps}: free space and --resume"
+                f"({problem or 'failed on another process'}); {self.kept()}: free space and --resume"
             )
         promote(written, self.dirpath, rank)
         self.saved_env_steps = _env_steps(trainer)
