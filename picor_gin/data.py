@@ -299,6 +299,22 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
             returns.extend(saved)
 
 
+def _device_problem(device: str) -> str | None:
+    """Why this machine cannot hold tensors on `device`, found when the data module is built
+    rather than at the first collection, whose error names no binding."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        return str(error)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            return "this machine has no CUDA device (bind 'cpu', or leave it unbound)"
+        if parsed.index is not None and parsed.index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
+
+
 @gin.configurable(denylist=["task_set", "policy", "seed", "total_env_steps", "offline_updates", "offline_replay"])
 class MultiTaskData(TaskEnvData):
     """The replay data path: the per-task replay buffers B_z, filled by the collectors of
@@ -372,6 +388,9 @@ class MultiTaskData(TaskEnvData):
         self.warmup_env_steps_per_task = warmup_env_steps_per_task
         self.replay_capacity = replay_capacity
         self.replay_device = replay_device or "cpu"
+        problem = _device_problem(self.replay_device)
+        if problem:
+            raise ValueError(f"MultiTaskData.replay_device = {self.replay_device!r}: {problem}")
         self.buffers = self._new_buffers(self.replay_device)
         self.offline_updates = offline_updates
         self._offline_replay = offline_replay

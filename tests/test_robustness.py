@@ -3,6 +3,7 @@ a full disk keeps the checkpoints, DDP strategies that cannot work are refused."
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,10 +15,11 @@ import pytest
 import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
+from picor_gin.data import MultiTaskData
 from picor_gin.run import externals
 from picor_gin.run.callbacks import EnvStepCheckpoint
 from picor_gin.run.experiment import Experiment
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +68,23 @@ def test_resume_refuses_another_replay_capacity_in_one_line(terminated_run):
     assert (run_dir / "config.gin").read_text() == config
 
 
-def test_a_resume_refused_inside_fit_leaves_the_run_folders_config_as_it_was(terminated_run):
-    """A replay device that the storage accepts when built but cannot use: the resume fails
-    before its first update, which is bad input, and a later plain --resume must still work."""
-    run_dir, _, _ = terminated_run
+def test_a_resume_refused_inside_fit_leaves_the_run_folder_as_it_was(terminated_run, tmp_path, monkeypatch, capsys):
+    """A failure in the first collection, before the attempt's first update, is bad input: the
+    folder keeps its config (a later plain --resume must still work), gets no failed.ckpt (the
+    state is the checkpoint's own) and no events file of an attempt that logged nothing."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(terminated_run[0], run_dir)
+    before = sorted(path.name for path in run_dir.rglob("*"))
     config = (run_dir / "config.gin").read_text()
-    result = run_cli("--resume", str(run_dir), "--gin_bindings=MultiTaskData.replay_device = 'cuda:99'")
-    assert result.returncode == 2, result.stderr[-2000:]
+
+    def refuse(self, env, task_ids):
+        raise RuntimeError("the replay device went away")
+
+    monkeypatch.setattr(MultiTaskData, "_collector", refuse)
+    code, stderr = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=Experiment.log_every_updates = 7")
+    assert code == 2 and stderr.strip().splitlines() == ["error: the replay device went away"]
     assert (run_dir / "config.gin").read_text() == config
+    assert sorted(path.name for path in run_dir.rglob("*")) == before
 
 
 def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_path, monkeypatch):

@@ -125,9 +125,15 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         # Raised inside gin, Lightning and torch while the run is built or set up.
         (["--gin_file={tmp}/includes_a_missing_file.gin"], "Unable to open file: gin_configs/nope.gin"),
         (["--gin_bindings=Trainer.accelerator = 'tpu'"], "error: Trainer: "),  # gin's trailer named it
-        (["--gin_bindings=Trainer.enable_progress_bar = True"], "Trainer.enable_progress_bar = True (picor-gin sets it itself"),
+        (["--gin_bindings=Trainer.enable_progress_bar = True"], "Trainer.enable_progress_bar = True\") (picor-gin sets it itself"),
         (["--gin_bindings=Trainer.max_steps = 30"], "(picor-gin sets it itself: the run's length is Experiment.total_env_steps)"),
-        (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "CUDA"),  # fails in the first collection
+        (["--gin_bindings=MultiTaskData.replay_device = 'cuda:99'"], "MultiTaskData.replay_device = 'cuda:99': this machine has"),
+        # gin's own errors: its location lines become one parenthesis, an unbound macro is not followed by the config.
+        (["--gin_bindings=Foo.bar = 1"], """No configurable matching 'Foo' (in --gin_bindings "Foo.bar = 1") (valid: Adam,"""),
+        (["--gin_file={tmp}/unknown_parameter.gin"],
+         "unknown_parameter.gin line 2: PolicyCorrection.lamm = 2.0) (did you mean lam?)"),
+        (["--gin_bindings=MultiTaskLearner.network = %NOPE"],
+         "error: macro %NOPE is used but never bound: add 'NOPE = ...' to a gin file or --gin_bindings"),
         # Type errors name the binding and the type.
         (["--gin_bindings=Experiment.total_env_steps = 'lots'"], "Experiment.total_env_steps = 'lots': expected int, got str"),
         # A class where an instance is wanted, an instance where a class or factory is: the other call form.
@@ -173,6 +179,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
         "include 'gin_configs/tiny_picor.gin'\ninclude 'gin_configs/nope.gin'\n"
     )
     (tmp_path / "bad_syntax.gin").write_text("import picor_gin.backbones\n\nSAC.gamma = 0.9.9\n")
+    (tmp_path / "unknown_parameter.gin").write_text("include 'gin_configs/tiny_picor.gin'\nPolicyCorrection.lamm = 2.0\n")
     (tmp_path / "latin1.gin").write_bytes("# café\n".encode("latin-1"))
     # An operative config written before the renames (its first lines, as a run folder keeps them).
     (tmp_path / "old_config.gin").write_text(
@@ -186,6 +193,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], stderr
     assert "In call to configurable" not in lines[0] and " object at 0x" not in lines[0]  # gin's trailers, reprs
+    assert "In bindings string" not in lines[0] and "In file" not in lines[0] and "^" not in lines[0]
     assert not run_dir.exists()
 
 

@@ -136,6 +136,7 @@ class EnvStepCheckpoint(L.Callback):
         self.dirpath = Path(dirpath)
         self.every_env_steps = every_env_steps
         self.saved_env_steps = 0
+        self.updates_at_start: int | None = None  # None until fit starts training
 
     @property
     def last_path(self) -> Path:
@@ -201,12 +202,16 @@ class EnvStepCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.updates_at_start = pl_module.updates  # after a resume restored them
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.save(trainer)  # interrupted, not broken: resume from here
-        elif not isinstance(exception, CheckpointWriteError):  # no room for a post-mortem file
-            # The state may be non-finite: keep the last periodic checkpoint as it is and
-            # write the failing state beside it for post-mortems.
+        elif self.updates_at_start not in (None, pl_module.updates) and not isinstance(exception, CheckpointWriteError):
+            # The state may be non-finite: keep the last periodic checkpoint as it is and write the
+            # failing state beside it for post-mortems. Not when the disk is full, nor when this
+            # attempt made no update: its state is the checkpoint it started from.
             trainer.save_checkpoint(self.dirpath / "failed.ckpt")
 
     def state_dict(self) -> dict[str, Any]:

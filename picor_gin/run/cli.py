@@ -50,13 +50,31 @@ class AlreadyFinished(Exception):
 GIN_CALL_TRAILER = re.compile(r"In call to configurable '([^']+)' \(.*\)(?: in scope '[^']*')?")
 
 
+EVENT_FILES = "events.out.tfevents.*"  # TensorBoard's, one per attempt
+GIN_LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)",|bindings string) line (?P<line>\d+)')
+GIN_UNBOUND_MACRO = re.compile(r"No bindings specified for '([^'/]+)/gin\.macro' in config string:")
+
+
 def _one_line(error: BaseException) -> str:
     """The error's message in one line, without gin's call trailers: they repeat for each
     configurable the error passed through, with class reprs. The innermost configurable is kept
-    as a prefix where the message does not name it."""
+    as a prefix where the message does not name it; gin's three-line location (line, text,
+    caret) becomes one parenthesis naming the binding or the file's line."""
+    if match := GIN_UNBOUND_MACRO.match(str(error)):  # gin appends the whole config after it
+        return f"macro %{match[1]} is used but never bound: add '{match[1]} = ...' to a gin file or --gin_bindings"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     calls = [match[1] for line in lines if (match := GIN_CALL_TRAILER.fullmatch(line))]
-    message = "; ".join(line for line in lines if not GIN_CALL_TRAILER.fullmatch(line)) or type(error).__name__
+    kept, where = [], ""
+    for index, line in enumerate(lines):
+        if location := GIN_LOCATION.fullmatch(line):
+            text = lines[index + 1] if index + 1 < len(lines) else ""
+            where = (f" (in {location['file']} line {location['line']}: {text})" if location["file"]
+                     else f' (in --gin_bindings "{text}")')
+        elif not (GIN_CALL_TRAILER.fullmatch(line) or line == "^" or (index and GIN_LOCATION.fullmatch(lines[index - 1]))):
+            kept.append(line)
+    message = "; ".join(kept) or type(error).__name__
+    if where:
+        message = message.removesuffix(".") + where
     if calls and calls[0] not in message:
         return f"{calls[0]}: {message}"
     return message
@@ -303,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: run folder {run_dir} is in use by another process (a run, a sweep or a --resume); "
                   "wait for it to end or stop it, then --resume", file=sys.stderr)
             return 2
+        earlier_event_files = set(run_dir.glob(EVENT_FILES))
         try:
             summary = experiment.run(built, run_dir, resume_from)
         except (KeyboardInterrupt, SystemExit):  # SIGINT, or Lightning's SIGTERMException
@@ -317,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         shutil.rmtree(run_dir, ignore_errors=True)
                     else:  # the refused bindings must not stay in the config a later --resume reads
                         replace_text(config_file, resumed_config)
+                        for path in set(run_dir.glob(EVENT_FILES)) - earlier_event_files:
+                            path.unlink()  # an attempt that logged nothing
                     print(f"error: {_did_you_mean(_one_line(error))}", file=sys.stderr)
                 return 2
             if not isinstance(error, CheckpointWriteError):  # that one says all in its line
