@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -305,6 +306,12 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # Lightning's "dataloader is not resumable" is false: the data module restores its own state.
     assert "not resumable" not in result.stderr
+    # The final line keeps the whole run's counts apart from this attempt's time and rates.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    attempt = re.fullmatch(r"1600 env steps, 600 updates in all; this attempt: (\d+) env steps in \d+ s \(.*\)",
+                           result.stdout.strip().splitlines()[-1])
+    assert attempt and int(attempt[1]) == 1_600 - saved_steps
+    assert summary["total_env_steps"] == 1_600 and summary["updates"] == 600
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     steps = [row["env_steps"] for row in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 1_600

@@ -345,11 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: run failed: {_one_line(error)}; run folder: {run_dir}", file=sys.stderr)
             return 1
         if "tasks" in summary:  # rank 0 evaluates; DDP workers have nothing to print
-            _print_results(summary, run_dir)
+            _print_results(summary, run_dir, resumed=resume_from is not None)
         return 0
 
 
-def _print_results(summary: dict, run_dir: Path) -> None:
+def _print_results(summary: dict, run_dir: Path, resumed: bool = False) -> None:
     print(f"\nrun folder: {run_dir}")
     print(f"{'task':<24}{'return':>10}{'success':>10}{'score':>10}")
     for name, result in summary.get("tasks", {}).items():
@@ -357,7 +357,10 @@ def _print_results(summary: dict, run_dir: Path) -> None:
         print(f"{name:<24}{''.join(cells)}")
     means = [summary.get(k) for k in ("mean_return", "mean_success", "mean_score")]
     print(f"{'mean':<24}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in means))
-    print(
-        f"{summary['total_env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f} s "
-        f"({summary['env_steps_per_second']:.0f} env steps/s, {summary['updates_per_second']:.1f} updates/s)"
-    )
+    rates = f"({summary['env_steps_per_second']:.0f} env steps/s, {summary['updates_per_second']:.1f} updates/s)"
+    if resumed:  # the time and rates are this attempt's alone, the counts the whole run's
+        attempt_steps = round(summary["env_steps_per_second"] * summary["wall_time_s"])
+        print(f"{summary['total_env_steps']} env steps, {summary['updates']} updates in all; this attempt: "
+              f"{attempt_steps} env steps in {summary['wall_time_s']:.0f} s {rates}")
+    else:
+        print(f"{summary['total_env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f} s {rates}")
