@@ -163,6 +163,8 @@ def test_config_gin_repeats_the_run(short_run, tmp_path):
         (["--gin_bindings=Experiment.total_env_steps = 1_000"], "leaves nothing to learn: the warm-up alone takes 1000"),
         # A strategy that cannot work (every DDP spelling: test_robustness.py).
         (["--gin_bindings=Trainer.strategy = 'ddp_spawn'"], "bind 'ddp'"),
+        # Several nodes with nothing to start the others: rank 0 would wait for them for 30 minutes.
+        (["--gin_bindings=Trainer.num_nodes = 2"], "Trainer.num_nodes = 2, but nothing starts the other nodes here"),
         # Values every range check would pass or that leave nothing to learn, and a file gin cannot read.
         (["--gin_bindings=SAC.initial_alpha = 1e999"], "SAC.initial_alpha = inf: not a finite number"),
         (["--gin_bindings=HIDDEN_SIZES = (64, 1e999)"], "= (64, inf): not a finite number"),

@@ -175,6 +175,7 @@ class Experiment:
             enable_model_summary=False,  # rich's table bypasses logging and fills each log file
         )
         externals.check_strategy(trainer.strategy)
+        externals.check_nodes(trainer)
         warmup_env_steps = data.warmup_env_steps_per_task * self.task_set.num_tasks * trainer.world_size
         if self.total_env_steps <= warmup_env_steps:
             raise ValueError(

@@ -5,11 +5,13 @@ Optimizers are scoped in gin files: `MultiTaskLearner.actor_optimizer = @actor/A
 from __future__ import annotations
 
 import inspect
+import os
 
 import gin
 import lightning as L
 import torch
 import torchjd.aggregation
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy, StrategyRegistry
 
 # The learner's phases leave parameters without gradient on some backwards (the correction's touches
@@ -56,6 +58,23 @@ def check_strategy(strategy: Strategy) -> None:
         raise ValueError(
             "Trainer.strategy: DDP without find_unused_parameters fails on the first update (the "
             "correction's backward leaves the critic unused); bind 'ddp', which allows them"
+        )
+
+
+def check_nodes(trainer: L.Trainer) -> None:
+    """Refuses several nodes that nothing starts: outside SLURM or torchrun, and without
+    NODE_RANK set on each node by hand, rank 0 would wait for the other nodes until DDP's
+    timeout (30 minutes) and then fail.
+
+    Raises:
+        ValueError: naming the binding and the ways to launch it.
+    """
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if trainer.num_nodes > 1 and isinstance(environment, LightningEnvironment) and "NODE_RANK" not in os.environ:
+        raise ValueError(
+            f"Trainer.num_nodes = {trainer.num_nodes}, but nothing starts the other nodes here (no SLURM "
+            "job, torchrun or NODE_RANK): launch it with launch/sweep.py --backend slurm (docs/sweeps.md), "
+            "or use this machine's devices alone with Trainer.devices"
         )
 
 
