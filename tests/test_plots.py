@@ -52,12 +52,12 @@ def drawn(monkeypatch) -> dict:
     figures = {}
     save = plots._save
 
-    def record(fig, path):
+    def record(fig, path, bottom=0.0):
         fig.canvas.draw()
-        legend = fig.axes[0].get_legend()
-        figures[path.name] = ([t.get_text() for t in legend.get_texts()] if legend else [],
+        legend = fig.axes[0].get_legend() or (fig.legends[0] if fig.legends else None)
+        figures[path.name] = ([" ".join(t.get_text().split()) for t in legend.get_texts()] if legend else [],
                               [ax.yaxis.get_offset_text().get_text() for ax in fig.axes if ax.has_data()])
-        return save(fig, path)
+        return save(fig, path, bottom)
 
     monkeypatch.setattr(plots, "_save", record)
     return figures
@@ -69,10 +69,10 @@ def curves(monkeypatch) -> dict:
     figures = {}
     save = plots._save
 
-    def record(fig, path):
+    def record(fig, path, bottom=0.0):
         figures[path.name] = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
                               for line in fig.axes[0].get_lines()}
-        return save(fig, path)
+        return save(fig, path, bottom)
 
     monkeypatch.setattr(plots, "_save", record)
     return figures
@@ -107,9 +107,9 @@ def test_a_shorter_run_counts_only_where_its_evaluations_reach(tmp_path, curves)
 def test_temperatures_are_drawn_per_task_as_the_geometric_mean_over_seeds_on_a_log_axis(tmp_path, curves, monkeypatch):
     y_scales, save = {}, plots._save
 
-    def record_y_scale(fig, path):
+    def record_y_scale(fig, path, bottom=0.0):
         y_scales[path.name] = fig.axes[0].get_yscale()
-        return save(fig, path)
+        return save(fig, path, bottom)
 
     monkeypatch.setattr(plots, "_save", record_y_scale)
     _fake_run(tmp_path / "s0", "tiny_picor", 0, temperatures=((0.1, 0.2), (0.01, 0.02)))
@@ -124,14 +124,14 @@ def test_temperatures_are_drawn_per_task_as_the_geometric_mean_over_seeds_on_a_l
 def test_the_critic_is_drawn_per_run_in_its_arms_colour_and_runs_without_it_are_left_out(tmp_path, monkeypatch):
     lines, save = {}, plots._save
 
-    def record(fig, path):
+    def record(fig, path, bottom=0.0):
         if path.name == "critic.png":
             for ax, key in zip(fig.axes, ("q", "loss_critic")):
                 lines[key] = [(line.get_color(), list(line.get_ydata())) for line in ax.get_lines()]
             lines["loss_scale"] = fig.axes[1].get_yscale()
         if path.name == "mean_score.png":
             lines["arms"] = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
-        return save(fig, path)
+        return save(fig, path, bottom)
 
     monkeypatch.setattr(plots, "_save", record)
     _fake_run(tmp_path / "picor-s0", "tiny_picor", 0, critic=((10.0, 30.0), (5.0, 1.0)))
@@ -208,6 +208,34 @@ def test_plot_takes_roots_and_globs_as_report_does_one_curve_per_arm(tmp_path, c
     assert plot.main([str(root), f"--out={tmp_path / 'rooted'}"]) == 0
     assert drawn == globbed
     assert sorted(p.name for p in (tmp_path / "rooted").iterdir()) == sorted(globbed)
+
+
+def test_long_arm_labels_are_wrapped_and_their_legends_stay_inside_the_figure(tmp_path, monkeypatch):
+    """Labels that name several telling bindings would run off the figure or over the curves."""
+    laid_out = {}
+    save = plots._save
+
+    def record(fig, path, bottom=0.0):
+        written = save(fig, path, bottom)
+        fig.canvas.draw()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends
+        laid_out[path.name] = [(legend.get_window_extent(), [t.get_text() for t in legend.get_texts()])
+                               for legend in legends], fig.bbox, [ax.get_window_extent() for ax in fig.axes if ax.has_data()]
+        return written
+
+    monkeypatch.setattr(plots, "_save", record)
+    for arm, (lam, tau) in enumerate(((10.0, 0.5), (1.0, 2.0))):
+        for seed in (0, 1):
+            _fake_run(tmp_path / f"arm{arm}" / f"seed{seed}", "tiny_picor", seed,
+                      config=f"PolicyCorrection.lam = {lam}\nSoftmaxAlphaWeights.tau = {tau}\nMultiTaskData.sampler = @RoundRobin\n")
+    assert plot.main([str(tmp_path), f"--out={tmp_path / 'plots'}"]) == 0
+    for name in ("mean_score.png", "per_task_score.png", "forgetting.png", "critic.png"):
+        legends, figure, panels = laid_out[name]
+        assert legends, name
+        for box, texts in legends:
+            assert all(len(line) <= plots.LEGEND_WIDTH for text in texts for line in text.splitlines()), name
+            assert figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0 and box.y1 <= figure.y1, name
+            assert not any(box.overlaps(panel) for panel in panels), name  # over no curve
 
 
 def test_plot_axes_show_the_values_themselves_without_an_offset(tmp_path, drawn):

@@ -4,6 +4,7 @@ the SAC temperatures they are computed from, and the critic's Q and loss per run
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ from picor_gin.run.forgetting import forgetting_history, mean_over_tasks  # noqa
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so every figure is 800 x 500 pixels, per-task grids aside
 Series = dict[str, tuple[np.ndarray, np.ndarray]]  # a run's scalars: tag -> (env steps, values), as read_scalars gives
+LEGEND_WIDTH = 48  # characters per legend line: an arm's label names its telling bindings and can run long
 CRITIC_WINDOWS = 40  # the critic's scalars come from one batch per logged update: averaged over this many spans
 
 
@@ -49,6 +51,32 @@ def _plot_band(ax, curves, label: str, log: bool = False) -> None:
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
+def _wrapped_legend_entries(ax) -> tuple[list, list[str]]:
+    """The axes' legend handles and labels, each label wrapped to LEGEND_WIDTH at its spaces."""
+    handles, labels = ax.get_legend_handles_labels()
+    return handles, [textwrap.fill(label, LEGEND_WIDTH, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False) for label in labels]
+
+
+def _legend(ax, fontsize: str = "medium") -> None:
+    """The axes' legend, labels wrapped; with a wrapped label, below the axes rather than over the
+    curves (tight_layout then shrinks the axes to keep it in the figure)."""
+    handles, labels = _wrapped_legend_entries(ax)
+    if any("\n" in label for label in labels):
+        ax.legend(handles, labels, fontsize=fontsize, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    else:
+        ax.legend(handles, labels, fontsize=fontsize)
+
+
+def _grid_legend(fig, ax, fontsize: str = "small") -> float:
+    """One legend for a grid of panels, from `ax`'s curves, under the whole grid (in a panel it
+    would cover the next row); returns the share of the figure's height it takes, for _save."""
+    handles, labels = _wrapped_legend_entries(ax)
+    legend = fig.legend(handles, labels, fontsize=fontsize, loc="lower center", ncols=min(2, len(labels)))
+    fig.canvas.draw()
+    return legend.get_window_extent().height / fig.bbox.height
+
+
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Writes the figures for `run_dirs` into `out_dir`, one curve per arm (runs/group_by_arm);
     returns their paths."""
@@ -63,7 +91,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         _plot_band(ax, [(np.array([r["env_steps"] for r in rows]), np.array([r[f"mean_{metric}"] for r in rows]))
                         for _, rows in members], name)
     ax.set(xlabel="environment steps", ylabel=f"mean {metric} over tasks", title=f"mean {metric} (band: ±1 std over seeds)")
-    ax.legend()
+    _legend(ax)
     written.append(_save(fig, out_dir / f"mean_{metric}.png"))
 
     tasks = list(next(iter(runs.values()))[0][1][0]["tasks"])
@@ -77,8 +105,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         ax.set(title=task, xlabel="environment steps", ylabel=metric)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize="small")
-    written.append(_save(fig, out_dir / f"per_task_{metric}.png"))
+    written.append(_save(fig, out_dir / f"per_task_{metric}.png", _grid_legend(fig, axes.flat[0])))
 
     # Rebuilt from the scores rather than read from "mean_forgetting", so run folders older than that key plot too.
     fig, ax = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
@@ -87,7 +114,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
                          np.array([mean_over_tasks(f) for f in forgetting_history(rows)[0]])) for _, rows in members], name)
     ax.set(xlabel="environment steps", ylabel=f"mean forgetting over tasks ({metric})",
            title=f"forgetting: drop below each task's best {metric} so far (band: ±1 std over seeds)")
-    ax.legend()
+    _legend(ax)
     written.append(_save(fig, out_dir / "forgetting.png"))
 
     # Each run's train/ scalars, read once (a run's TensorBoard events take seconds to load).
@@ -127,7 +154,7 @@ def _critic_per_run(scalars: dict[str, list[Series]], path: Path) -> list[Path]:
     axes[0].set(title="critic: mean Q on the logged batches", xlabel="environment steps", ylabel="Q")
     axes[0].ticklabel_format(axis="y", useOffset=False, style="plain")
     axes[1].set(title="critic loss (log axis)", xlabel="environment steps", ylabel="loss_critic", yscale="log")
-    axes[0].legend(fontsize="small")
+    _legend(axes[0], "small")
     return [_save(fig, path)]
 
 
@@ -144,12 +171,13 @@ def _per_task_scalars(scalars: dict[str, list[Series]], prefix: str, what: str, 
         for task in per_run[0]:
             _plot_band(ax, [run[task] for run in per_run], task, log=log_y)
         ax.set(title=f"{name}: {what}", xlabel="environment steps", ylabel=what.split()[-1])
-        ax.legend(fontsize="small")
+        _legend(ax, "small")
     return [_save(fig, path)]
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> Path:
+    """Writes `fig`, its panels laid out above the lowest `bottom` share of its height."""
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
