@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from picor_gin.reports.collect import read_scalars  # noqa: E402
 from picor_gin.reports.runs import group_by_arm  # noqa: E402
@@ -38,6 +39,10 @@ def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return grid, np.nanmean(values, 0), np.nanstd(values, 0)
 
 
+# Env steps in thousands: a 4-wide grid of MT10 panels ran "75000100000" together.
+STEPS_IN_THOUSANDS = FuncFormatter(lambda steps, _: f"{steps / 1000:g}k" if steps else "0")
+
+
 def _plot_band(ax, curves, label: str, log: bool = False) -> None:
     """The mean over seeds with a ±1 std band; with `log`, both in log space on a log axis (the
     geometric mean, a band that stays positive), for values that span decades."""
@@ -45,6 +50,7 @@ def _plot_band(ax, curves, label: str, log: bool = False) -> None:
     low, centre, high = (np.exp(v) if log else v for v in (mean - std, mean, mean + std))
     ax.plot(grid, centre, label=f"{label} (n={len(curves)})")
     ax.fill_between(grid, low, high, alpha=0.25)
+    ax.xaxis.set_major_formatter(STEPS_IN_THOUSANDS)
     if log:
         ax.set_yscale("log")
     else:  # values as they are: an offset ("+2.5e-1" over ticks like 0.00008) hides what w_z is
@@ -151,6 +157,8 @@ def _critic_per_run(scalars: dict[str, list[Series]], path: Path) -> list[Path]:
             for ax, key in zip(axes, ("q", "loss_critic")):
                 ax.plot(*_window_means(*series[key]), color=colours[arm % len(colours)], linewidth=1,
                         label=f"{name} (n={len(runs)})" if index == 0 else None)
+    for ax in axes:
+        ax.xaxis.set_major_formatter(STEPS_IN_THOUSANDS)
     axes[0].set(title="critic: mean Q on the logged batches", xlabel="environment steps", ylabel="Q")
     axes[0].ticklabel_format(axis="y", useOffset=False, style="plain")
     axes[1].set(title="critic loss (log axis)", xlabel="environment steps", ylabel="loss_critic", yscale="log")
