@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -307,8 +308,20 @@ def test_a_replay_device_without_an_index_is_each_processs_own_once_lightning_ha
     """Under DDP, process 1's 'cuda' is cuda:1. The buffers are built before Lightning sets each
     process's device, when 'cuda' means cuda:0 (storages are lazy: no GPU memory is touched here)."""
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the two processes' GPUs, on any machine
     data = _data(replay_device=requested)
     data.trainer = types.SimpleNamespace(global_rank=1, world_size=2,
                                          strategy=types.SimpleNamespace(root_device=torch.device(expected.split(":")[0], 1)))
     data.setup("fit")
     assert {str(buffer.storage.device) for buffer in data.buffers} == {expected}
+
+
+@pytest.mark.parametrize("device, gpus, problem", [
+    ("cuda", 0, "this machine has no CUDA device"),
+    ("cuda:3", 2, "this machine has 2 CUDA device(s), cuda:0 to cuda:1"),
+    ("gpu0", 2, "Invalid device string"),  # torch's own word on a device string it cannot parse
+])
+def test_a_replay_device_this_machine_lacks_is_refused_when_the_data_is_built(device, gpus, problem, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(ValueError, match=re.escape(f"MultiTaskData.replay_device = '{device}': ") + ".*" + re.escape(problem)):
+        _data(replay_device=device)

@@ -63,7 +63,7 @@ def _evaluation_at(callback, env_steps: int, logged: list) -> dict:
         datamodule=SimpleNamespace(env_steps=env_steps), is_global_zero=True,
         logger=SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics)),
     )
-    return callback._evaluate(trainer, SimpleNamespace(policy=None))
+    return callback._evaluate(trainer, SimpleNamespace(policy=None, state_dict=dict))  # a finite (empty) state
 
 
 def test_the_callback_writes_forgetting_rows_and_rebuilds_its_bests_on_resume(tmp_path, monkeypatch):
