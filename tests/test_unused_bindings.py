@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gin
 
+from picor_gin.data import MultiTaskData
 from picor_gin.learner import MultiTaskLearner
 from picor_gin.run.experiment import Experiment
 from picor_gin.run.unused_bindings import unused_bindings
@@ -68,8 +69,13 @@ def test_a_scoped_binding_is_read_only_where_its_scope_begins_the_calls_scope():
 
 def test_a_run_refused_after_the_build_still_says_one_line_and_no_warning(tmp_path, monkeypatch, capsys):
     """The warnings wait for the first update: bad input stays one line on stderr."""
+
+    def refuse(self, env, task_ids):  # a failure in the first collection, inside Lightning's fit
+        raise RuntimeError("the replay device went away")
+
+    monkeypatch.setattr(MultiTaskData, "_collector", refuse)
     code, stderr = run_in_process(
         monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtsac.gin", "--gin_bindings=PolicyCorrection.lam = 3.0",
-        "--gin_bindings=MultiTaskData.replay_device = 'cuda:99'", f"--run_dir={tmp_path / 'run'}",
+        f"--run_dir={tmp_path / 'run'}",
     )
-    assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: ")
+    assert code == 2 and stderr.splitlines() == ["error: the replay device went away"]
