@@ -87,16 +87,22 @@ def test_a_resume_refused_inside_fit_leaves_the_run_folder_as_it_was(terminated_
     assert sorted(path.name for path in run_dir.rglob("*")) == before
 
 
-def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_path, monkeypatch):
+def _built_in_process(tmp_path, gin_file: str, bindings: list[str]):
+    """An Experiment and its built run in `tmp_path`, as launch/run.py makes them, for tests that
+    patch the run before `experiment.run(built, tmp_path)`."""
     gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings(
-        [str(REPO / "gin_configs/tiny_picor.gin")],
-        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100"],
-        skip_unknown=False,
-    )
+    gin.parse_config_files_and_bindings([str(REPO / gin_file)], bindings, skip_unknown=False)
     experiment = Experiment()
     built = experiment.build(tmp_path)
     (tmp_path / "checkpoints").mkdir()
+    return experiment, built
+
+
+def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_path, monkeypatch):
+    experiment, built = _built_in_process(
+        tmp_path, "gin_configs/tiny_picor.gin",
+        ["Experiment.total_env_steps = 1_400", "Experiment.checkpoint_every_env_steps = 1_100"],
+    )
     losses = built.module.backbone.losses
 
     def nan_after_150_updates(batch, critic_batch=None):
@@ -119,15 +125,10 @@ def test_a_nan_loss_stops_the_run_and_last_ckpt_keeps_the_last_finite_state(tmp_
 def test_a_state_that_diverged_between_log_intervals_stops_the_run_at_its_evaluation(tmp_path, monkeypatch):
     # The training metrics are checked every log_every_updates only: a diverged policy must not
     # write a row of nan returns (invalid JSON for the run contract's readers) first.
-    gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings(
-        [str(REPO / "gin_configs/tiny_mtsac.gin")],
+    experiment, built = _built_in_process(
+        tmp_path, "gin_configs/tiny_mtsac.gin",
         ["Experiment.total_env_steps = 1_300", "Experiment.log_every_updates = 100_000"],
-        skip_unknown=False,
     )
-    experiment = Experiment()
-    built = experiment.build(tmp_path)
-    (tmp_path / "checkpoints").mkdir()
     losses = built.module.backbone.losses
 
     def nan_losses(batch, critic_batch=None):
@@ -166,17 +167,12 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_two(tmp_path, monkeypatc
 
     from picor_gin.checkpoint_files import CheckpointWriteError
 
-    gin.add_config_file_search_path(str(REPO))
-    gin.parse_config_files_and_bindings(
-        [str(REPO / "gin_configs/tiny_picor.gin")],
+    experiment, built = _built_in_process(
+        tmp_path, "gin_configs/tiny_picor.gin",
         ["Experiment.total_env_steps = 260", "Experiment.checkpoint_every_env_steps = 20",
          "MultiTaskData.warmup_env_steps_per_task = 50", "MultiTaskData.batch_size = 32",
          "HIDDEN_SIZES = (32, 32)"],
-        skip_unknown=False,
     )
-    experiment = Experiment()
-    built = experiment.build(tmp_path)
-    (tmp_path / "checkpoints").mkdir()
     write = TorchCheckpointIO.save_checkpoint
     calls = []
 

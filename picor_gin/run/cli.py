@@ -65,12 +65,13 @@ def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     calls = [match[1] for line in lines if (match := GIN_CALL_TRAILER.fullmatch(line))]
     kept, where = [], ""
-    for index, line in enumerate(lines):
+    remaining = iter(lines)
+    for line in remaining:
         if location := GIN_LOCATION.fullmatch(line):
-            text = lines[index + 1] if index + 1 < len(lines) else ""
+            text = next(remaining, "")  # the located line's text; its caret line is dropped below
             where = (f" (in {location['file']} line {location['line']}: {text})" if location["file"]
                      else f' (in --gin_bindings "{text}")')
-        elif not (GIN_CALL_TRAILER.fullmatch(line) or line == "^" or (index and GIN_LOCATION.fullmatch(lines[index - 1]))):
+        elif not (GIN_CALL_TRAILER.fullmatch(line) or line == "^"):
             kept.append(line)
     message = "; ".join(kept) or type(error).__name__
     if where:
@@ -357,10 +358,8 @@ def _print_results(summary: dict, run_dir: Path, resumed: bool = False) -> None:
         print(f"{name:<24}{''.join(cells)}")
     means = [summary.get(k) for k in ("mean_return", "mean_success", "mean_score")]
     print(f"{'mean':<24}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in means))
-    rates = f"({summary['env_steps_per_second']:.0f} env steps/s, {summary['updates_per_second']:.1f} updates/s)"
+    counts = f"{summary['total_env_steps']} env steps, {summary['updates']} updates"
     if resumed:  # the time and rates are this attempt's alone, the counts the whole run's
-        attempt_steps = round(summary["env_steps_per_second"] * summary["wall_time_s"])
-        print(f"{summary['total_env_steps']} env steps, {summary['updates']} updates in all; this attempt: "
-              f"{attempt_steps} env steps in {summary['wall_time_s']:.0f} s {rates}")
-    else:
-        print(f"{summary['total_env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f} s {rates}")
+        counts += f" in all; this attempt: {round(summary['env_steps_per_second'] * summary['wall_time_s'])} env steps"
+    print(f"{counts} in {summary['wall_time_s']:.0f} s ({summary['env_steps_per_second']:.0f} env steps/s, "
+          f"{summary['updates_per_second']:.1f} updates/s)")
