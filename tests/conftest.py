@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,8 +40,6 @@ def cli_command(*args: str) -> list[str]:
 
 def run_cli(*args: str, timeout: int = 600):
     """Runs launch/run.py in a subprocess from the repository root."""
-    import subprocess
-
     return subprocess.run(
         cli_command(*args),
         cwd=REPO,
@@ -50,17 +49,18 @@ def run_cli(*args: str, timeout: int = 600):
     )
 
 
-def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """Runs launch/run.py's main with `args` in this process, from the repository root: for runs
-    refused before training, which need not pay a new interpreter's imports. Returns the exit
-    status and what it wrote to stderr."""
+def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """Runs launch/run.py's main with `args` in this process, from the repository root, and
+    returns what run_cli would: for runs that end before training (refused, or nothing left to
+    do), which need not pay a new interpreter's imports (seconds each)."""
     from picor_gin.run import cli
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv(cli.RUN_DIR_VARIABLE, raising=False)  # main sets it for DDP workers
     capsys.readouterr()
     code = cli.main(list(args))
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(cli_command(*args), code, captured.out, captured.err)
 
 
 def load_launch_script(name: str):

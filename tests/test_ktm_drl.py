@@ -16,7 +16,7 @@ from picor_gin.ktm_drl.objective import KTMDRL
 from picor_gin.networks import MultiHeadMLP, OneHotMLP
 from picor_gin.tasks import PointGoals
 from picor_gin.ktm_drl.teachers import find_teachers
-from tests.conftest import run_cli
+from tests.conftest import run_in_process
 
 OBS_DIM, ACTION_DIM = 2, 1
 
@@ -210,12 +210,12 @@ def test_find_teachers_refuses_a_folder_without_runs(tmp_path):
         find_teachers(tmp_path, ["goal0"], 0)
 
 
-def test_a_missing_teacher_is_refused_by_launch_run_with_exit_2_and_one_line(tmp_path):
+def test_a_missing_teacher_is_refused_by_launch_run_with_exit_2_and_one_line(tmp_path, monkeypatch, capsys):
     for z in range(3):
         fake_teacher_run(tmp_path / "teachers" / f"goal{z}", f"goal{z}")
     run_dir = tmp_path / "student"
-    result = run_cli("--gin_file=gin_configs/tiny_ktm.gin", f"--gin_bindings=KTMDRL.teachers = '{tmp_path / 'teachers'}'",
-                     f"--run_dir={run_dir}")
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_ktm.gin",
+                            f"--gin_bindings=KTMDRL.teachers = '{tmp_path / 'teachers'}'", f"--run_dir={run_dir}")
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: no teacher of task 'goal3' in {tmp_path / 'teachers'} (teachers of ['goal0', 'goal1', 'goal2'])"

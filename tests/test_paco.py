@@ -250,6 +250,6 @@ def test_tiny_paco_composes_with_picors_correction_and_with_a_torchjd_aggregator
 
 
 def test_a_run_binding_paco_losses_without_a_paco_network_exits_2_with_one_line(monkeypatch, capsys):
-    code, err = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_paco.gin", "--gin_bindings=MultiTaskLearner.network = @OneHotMLP()")
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "bind MultiTaskLearner.network = @PaCoNetwork()" in err
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_paco.gin", "--gin_bindings=MultiTaskLearner.network = @OneHotMLP()")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "bind MultiTaskLearner.network = @PaCoNetwork()" in result.stderr

@@ -189,11 +189,11 @@ def test_ppos_critic_estimate_is_its_state_value_per_state():
 )
 def test_what_ppo_or_the_rollout_path_cannot_do_is_refused_in_one_line(tmp_path, monkeypatch, capsys, bindings, message):
     run_dir = tmp_path / "run"
-    code, stderr = run_in_process(
+    result = run_in_process(
         monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtppo.gin", "--gin_bindings=import picor_gin.correction",
         *(f"--gin_bindings={b}" for b in bindings), f"--run_dir={run_dir}",
     )
-    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not run_dir.exists()
 
 

@@ -19,7 +19,7 @@ from picor_gin.data import MultiTaskData
 from picor_gin.run import externals
 from picor_gin.run.callbacks import EnvStepCheckpoint
 from picor_gin.run.experiment import Experiment
-from tests.conftest import REPO, run_cli, run_in_process
+from tests.conftest import REPO, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +48,18 @@ def test_sigterm_checkpoints_and_exits_1_with_a_resume_hint(terminated_run):
     assert 1_000 < saved["MultiTaskData"]["env_steps"] < 5_000
 
 
-def test_resume_refuses_an_incompatible_config_in_one_line(terminated_run):
+def test_resume_refuses_an_incompatible_config_in_one_line(terminated_run, monkeypatch, capsys):
     run_dir, _, _ = terminated_run
-    result = run_cli("--resume", str(run_dir), "--gin_bindings=HIDDEN_SIZES = (32, 32)")
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=HIDDEN_SIZES = (32, 32)")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "incompatible" in lines[0] and "(32,) configured" in lines[0]
 
 
-def test_resume_refuses_another_replay_capacity_in_one_line(terminated_run):
+def test_resume_refuses_another_replay_capacity_in_one_line(terminated_run, monkeypatch, capsys):
     run_dir, _, _ = terminated_run
     config = (run_dir / "config.gin").read_text()
-    result = run_cli("--resume", str(run_dir), "--gin_bindings=MultiTaskData.replay_capacity = 300")
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=MultiTaskData.replay_capacity = 300")
     assert result.returncode == 2
     capacity = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["MultiTaskData"]["replay_capacity"]
     assert result.stderr.strip().splitlines() == [
@@ -81,8 +81,8 @@ def test_a_resume_refused_inside_fit_leaves_the_run_folder_as_it_was(terminated_
         raise RuntimeError("the replay device went away")
 
     monkeypatch.setattr(MultiTaskData, "_collector", refuse)
-    code, stderr = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=Experiment.log_every_updates = 7")
-    assert code == 2 and stderr.strip().splitlines() == ["error: the replay device went away"]
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=Experiment.log_every_updates = 7")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == ["error: the replay device went away"]
     assert (run_dir / "config.gin").read_text() == config
     assert sorted(path.name for path in run_dir.rglob("*")) == before
 

@@ -191,10 +191,10 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
     )
     args = [arg.format(tmp=tmp_path) for arg in args]
     base = "gin_configs/smoke/mt10_picor.gin" if any("MetaWorld" in a for a in args) else "gin_configs/tiny_picor.gin"
-    code, stderr = run_in_process(monkeypatch, capsys, f"--gin_file={base}", *args, f"--run_dir={run_dir}")
-    assert code == 2
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], stderr
+    result = run_in_process(monkeypatch, capsys, f"--gin_file={base}", *args, f"--run_dir={run_dir}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
     assert "In call to configurable" not in lines[0] and " object at 0x" not in lines[0]  # gin's trailers, reprs
     assert "In bindings string" not in lines[0] and "In file" not in lines[0] and "^" not in lines[0]
     assert not run_dir.exists()
@@ -209,9 +209,9 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, args, mes
     ],
 )
 def test_a_configurable_refusal_is_its_message_alone_without_gins_call_trailers(binding, line, tmp_path, monkeypatch, capsys):
-    code, stderr = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
-                                  f"--gin_bindings={binding}", f"--run_dir={tmp_path / 'run'}")
-    assert code == 2 and stderr.strip() == line
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
+                            f"--gin_bindings={binding}", f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stderr.strip() == line
 
 
 def test_an_unknown_flag_exits_2_with_one_error_line(capsys):
@@ -254,28 +254,28 @@ def test_a_resume_of_a_run_folder_another_process_holds_is_refused_leaving_it_as
     holder = os.open(run_dir, os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running launch/run.py holds it
     try:
-        code, stderr = run_in_process(monkeypatch, capsys, "--resume", str(run_dir),
-                                      "--gin_bindings=Experiment.total_env_steps = 1_300")
+        result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir),
+                                "--gin_bindings=Experiment.total_env_steps = 1_300")
     finally:
         os.close(holder)
-    assert code == 2 and stderr == (
+    assert result.returncode == 2 and result.stderr == (
         f"error: run folder {run_dir} is in use by another process (a run, a sweep or a --resume); "
         "wait for it to end or stop it, then --resume\n"
     )
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
 
 
-def test_existing_run_folder_without_resume_is_bad_input(short_run):
+def test_existing_run_folder_without_resume_is_bad_input(short_run, monkeypatch, capsys):
     run_dir, _ = short_run
-    result = run_cli("--gin_file=gin_configs/tiny_picor.gin", f"--run_dir={run_dir}")
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin", f"--run_dir={run_dir}")
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
 def test_a_run_folder_that_cannot_be_created_is_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("")
-    code, stderr = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
-                                  f"--run_dir={tmp_path / 'a_file' / 'run'}")
-    assert code == 2 and stderr.strip() == f"error: cannot create the run folder {tmp_path / 'a_file' / 'run'}: Not a directory"
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_picor.gin",
+                            f"--run_dir={tmp_path / 'a_file' / 'run'}")
+    assert result.returncode == 2 and result.stderr.strip() == f"error: cannot create the run folder {tmp_path / 'a_file' / 'run'}: Not a directory"
 
 
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
@@ -417,7 +417,7 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run,
 
 
 @pytest.mark.parametrize("damage", ["garbage", "another_version"])
-def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short_run, tmp_path, damage):
+def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short_run, tmp_path, damage, monkeypatch, capsys):
     run_dir = _copy_run(short_run[0], tmp_path / "run")
     for name in ("last.ckpt", "previous.ckpt"):
         path = run_dir / "checkpoints" / name
@@ -426,7 +426,7 @@ def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short
         else:  # a readable file without this version's entries
             torch.save({"state_dict": {}, "epoch": 0}, path)
     before = sorted(p.name for p in run_dir.rglob("*"))
-    result = run_cli("--resume", str(run_dir))
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "last.ckpt: " in lines[0] and "previous.ckpt: " in lines[0]
@@ -439,10 +439,10 @@ def _files(run_dir):
     return {p.relative_to(run_dir): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
 
 
-def _resume_finds_nothing_to_do(run_dir, env_steps, total, *bindings):
+def _resume_finds_nothing_to_do(monkeypatch, capsys, run_dir, env_steps, total, *bindings):
     """--resume of a finished run: exit 0, one line on stdout, and the folder as it was."""
     before = _files(run_dir)
-    result = run_cli("--resume", str(run_dir), *bindings)
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), *bindings)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
@@ -453,12 +453,13 @@ def _resume_finds_nothing_to_do(run_dir, env_steps, total, *bindings):
 
 
 @pytest.mark.parametrize("bindings, total", [([], 1_200), (["--gin_bindings=Experiment.total_env_steps = 1_100"], 1_100)])
-def test_resuming_a_finished_replay_run_without_a_larger_budget_touches_nothing(short_run, tmp_path, bindings, total):
+def test_resuming_a_finished_replay_run_without_a_larger_budget_touches_nothing(short_run, tmp_path, bindings, total,
+                                                                                 monkeypatch, capsys):
     run_dir = _copy_run(short_run[0], tmp_path / "run")
-    _resume_finds_nothing_to_do(run_dir, 1_200, total, *bindings)
+    _resume_finds_nothing_to_do(monkeypatch, capsys, run_dir, 1_200, total, *bindings)
 
 
-def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_path):
+def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_path, monkeypatch, capsys):
     """RolloutData ends before the rollout that would pass the budget, and a resume restarts a
     rollout the checkpoint cut short: a checkpoint at the budget, even mid-rollout (as SIGTERM
     leaves it), has nothing left to do. One rollout of tiny_mtppo is 960 env steps, 80 updates."""
@@ -471,7 +472,7 @@ def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_
     assert checkpoint["RolloutData"]["env_steps"] == 960 and checkpoint["RolloutData"]["rollout_updates"] == 80
     checkpoint["RolloutData"]["rollout_updates"] = 30
     torch.save(checkpoint, last)
-    _resume_finds_nothing_to_do(run_dir, 960, 960)
+    _resume_finds_nothing_to_do(monkeypatch, capsys, run_dir, 960, 960)
 
 
 def test_a_file_system_that_cannot_lock_folders_runs_unguarded(tmp_path, monkeypatch):

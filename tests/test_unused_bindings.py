@@ -44,12 +44,12 @@ def test_a_parameter_the_caller_passes_itself_is_named_though_its_configurable_i
 
 
 def test_the_run_warns_of_an_unread_binding_and_still_runs(tmp_path, monkeypatch, capsys):
-    code, stderr = run_in_process(
+    result = run_in_process(
         monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtsac.gin", "--gin_bindings=PolicyCorrection.lam = 3.0",
         "--gin_bindings=Experiment.total_env_steps = 1_001", f"--run_dir={tmp_path / 'run'}",
     )
-    assert code == 0
-    assert stderr.splitlines() == [
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
         "warning: --gin_bindings 'PolicyCorrection.lam = 3.0' has no effect: this run builds no PolicyCorrection"
     ]
 
@@ -74,8 +74,8 @@ def test_a_run_refused_after_the_build_still_says_one_line_and_no_warning(tmp_pa
         raise RuntimeError("the replay device went away")
 
     monkeypatch.setattr(MultiTaskData, "_collector", refuse)
-    code, stderr = run_in_process(
+    result = run_in_process(
         monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtsac.gin", "--gin_bindings=PolicyCorrection.lam = 3.0",
         f"--run_dir={tmp_path / 'run'}",
     )
-    assert code == 2 and stderr.splitlines() == ["error: the replay device went away"]
+    assert result.returncode == 2 and result.stderr.splitlines() == ["error: the replay device went away"]
