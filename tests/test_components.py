@@ -1,4 +1,4 @@
-"""Every component variant is one gin binding away: each trains 200 updates on the tiny set and
+"""Every component variant is one gin binding away: each trains 100 updates on the tiny set and
 is checked to be the class that was bound, with a quantity it owns moving."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from picor_gin.samplers import AllTasks, RoundRobin
 from picor_gin.correction.weighting import SoftmaxReturnWeights, UniformWeights
 
 WARMUP = 4 * 250  # tiny_picor.gin: 4 tasks, 250 warm-up steps each
-UPDATES = 200
+UPDATES = 100
 
 
 def _train(tmp_path: Path, bindings: list[str], gin_file: str = "gin_configs/tiny_picor.gin", env_steps_per_update: int = 1):
@@ -29,7 +29,7 @@ def _train(tmp_path: Path, bindings: list[str], gin_file: str = "gin_configs/tin
         [
             *bindings,
             f"Experiment.total_env_steps = {WARMUP + UPDATES * env_steps_per_update}",
-            "Experiment.log_every_updates = 20",
+            "Experiment.log_every_updates = 10",
             "Experiment.checkpoint_every_env_steps = 100_000",
         ],
     )
