@@ -1,11 +1,12 @@
 """The real benchmarks (docs/design.md, "Benchmarks and evaluation"): Meta-World MT10, the HalfCheetah group, GymTasks.
 
-Each test steps a few env steps only; building MT10's goals (~6 s) happens once per process,
-except in the test that rebuilds them on purpose.
+Each test steps a few env steps only; MT10's goals (~6 s to draw) are drawn once per machine
+(picor_gin.tasks.metaworld.goal_cache_file), except where a test redraws them on purpose.
 """
 from __future__ import annotations
 
 import math
+import types
 from pathlib import Path
 
 import gin
@@ -145,15 +146,40 @@ def test_one_evaluation_episode_per_task_suffices_on_metaworld_but_not_on_half_c
     assert episodes["mt10"] == 1 and episodes["halfcheetah"] > 1
 
 
-def test_metaworld_goals_are_the_same_after_rebuilding_with_the_same_goal_seed(mt10):
+def test_metaworld_goals_are_the_same_after_rebuilding_with_the_same_goal_seed(mt10, tmp_path, monkeypatch):
     before = [mt10.make_env(z).reset()["observation"] for z in range(mt10.num_tasks)]
-    metaworld_tasks._metaworld_fixed_tasks.cache_clear()  # redraw metaworld's goals from scratch
+    monkeypatch.setenv("PICOR_GIN_CACHE", str(tmp_path))  # redraw metaworld's goals from scratch
+    metaworld_tasks._metaworld_fixed_tasks.cache_clear()
     rebuilt = MetaWorldMT10(goal_seed=0)
     after = [rebuilt.make_env(z).reset()["observation"] for z in range(rebuilt.num_tasks)]
     for z, (a, b) in enumerate(zip(before, after)):
         assert torch.equal(a, b), mt10.names[z]
     # The goals differ between tasks of the same family (reach vs push use other goal spaces).
     assert not torch.equal(before[0][0, GOAL], before[1][0, GOAL])
+
+
+def test_metaworld_goals_are_drawn_once_per_machine_and_a_damaged_cache_file_is_drawn_again(mt10, tmp_path, monkeypatch):
+    monkeypatch.setenv("PICOR_GIN_CACHE", str(tmp_path))
+    draw = metaworld_tasks._metaworld_fixed_tasks.__wrapped__  # without the per-process cache
+    drawn = draw("MT10", 0)
+    assert [p.name for p in tmp_path.iterdir()] == [metaworld_tasks.goal_cache_file("MT10", 0).name]
+
+    def no_draw(seed):
+        raise AssertionError("drew the goals again")
+
+    monkeypatch.setattr(metaworld, "MT10", no_draw)
+    assert draw("MT10", 0) == drawn  # another process reads them: env names, classes, goals
+    assert draw("MT10", 0)[0][2].env_name == "reach-v3"
+
+    # A damaged file is drawn again (here by a stand-in suite of one env) and rewritten.
+    name, env_class, task = drawn[0]
+    monkeypatch.setattr(metaworld, "MT10", lambda seed: types.SimpleNamespace(
+        train_classes={name: env_class}, train_tasks=[task]))
+    metaworld_tasks.goal_cache_file("MT10", 0).write_bytes(b"\x80\x04 half a pickle")
+    assert draw("MT10", 0) == ((name, env_class, task),)
+    monkeypatch.setattr(metaworld, "MT10", no_draw)
+    assert draw("MT10", 0) == ((name, env_class, task),)
+    assert len(list(tmp_path.iterdir())) == 1  # no file of a write left behind
 
 
 def test_metaworld_time_limit_truncates_and_resets_instead_of_terminating(mt10):

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import os
+import pickle
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import gin
@@ -12,20 +17,58 @@ from picor_gin.tasks.base import TaskSet
 from picor_gin.tasks.gym import _check_episode_steps, gym_task_env
 
 
+def goal_cache_file(benchmark: str, goal_seed: int) -> Path:
+    """Where the goals metaworld draws for `benchmark` and `goal_seed` are kept on this machine:
+    $PICOR_GIN_CACHE, else $XDG_CACHE_HOME/picor_gin, else ~/.cache/picor_gin; one file per
+    metaworld version, so an upgrade draws anew."""
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = Path(os.environ.get("PICOR_GIN_CACHE") or user_cache / "picor_gin")
+    return root / f"metaworld-{importlib.metadata.version('metaworld')}-{benchmark}-goal_seed{goal_seed}.pkl"
+
+
 @functools.lru_cache(maxsize=None)
 def _metaworld_fixed_tasks(benchmark: str, goal_seed: int) -> tuple[tuple[str, type, Any], ...]:
     """(env name, env class, Task) per env of metaworld's `benchmark`, the first of its goals.
 
     `metaworld.MT10(seed=goal_seed)` draws 50 goals per env from a seeded RNG (about 6 s for
-    MT10, 30 s for MT50 on one core), hence the cache: one draw per process and goal seed.
+    MT10, 30 s for MT50 on one core), hence the caches: one draw per process, kept in
+    goal_cache_file for every later process on the machine (sweeps, DDP ranks, evaluations).
     """
+    path = goal_cache_file(benchmark, goal_seed)
+    try:
+        with path.open("rb") as file:
+            return pickle.load(file)
+    except Exception:  # absent, or damaged in any way a pickle can be: draw again
+        pass
     import metaworld  # slow to import; only Meta-World task sets need it
 
     suite = getattr(metaworld, benchmark)(seed=goal_seed)
-    return tuple(
+    tasks = tuple(
         (name, env_cls, next(t for t in suite.train_tasks if t.env_name == name))
         for name, env_cls in suite.train_classes.items()
     )
+    _write_whole(path, pickle.dumps(tasks))
+    return tasks
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Writes `data` to a file of its own beside `path`, then renames it over `path`: processes
+    drawing at once (a sweep, DDP ranks) never read half a file. A cache that cannot be written
+    costs the next process a draw, nothing else."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", delete=False)
+    except OSError:
+        return
+    writing = Path(file.name)
+    try:
+        with file:
+            file.write(data)
+        os.replace(writing, path)
+    except OSError:
+        pass
+    finally:
+        writing.unlink(missing_ok=True)
 
 
 def _make_metaworld_env(env_cls: type, task: Any, max_episode_steps: int) -> gym.Env:
