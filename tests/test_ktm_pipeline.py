@@ -14,6 +14,7 @@ import torch
 from tests.conftest import REPO, cli_command, run_cli
 
 TEACHER_STEPS = 2_000
+SMALL_NETWORKS = "HIDDEN_SIZES = (64, 64)"
 
 
 def _sweep_teachers(root: Path, *gin_files: str, bindings: tuple[str, ...] = ()) -> None:
@@ -30,9 +31,10 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def test_tiny_student_nears_its_teachers_after_the_offline_stage_alone_and_resumes_online(tmp_path):
-    # Two PointGoals tasks (east, west): two teachers of 2k env steps, then 400 offline updates.
+    # Two PointGoals tasks (east, west): two teachers of 2k env steps, then 400 offline updates;
+    # all on 64 x 64 networks, which the tiny set's tasks need no more than (cheaper updates).
     two_tasks = ("PointGoals.num_tasks = 2", f"Experiment.total_env_steps = {TEACHER_STEPS}",
-                 f"Experiment.checkpoint_every_env_steps = {TEACHER_STEPS}")
+                 f"Experiment.checkpoint_every_env_steps = {TEACHER_STEPS}", SMALL_NETWORKS)
     _sweep_teachers(tmp_path / "teachers", "gin_configs/tiny_ktm_teacher.gin", bindings=two_tasks)
     teachers = sorted((tmp_path / "teachers").glob("*/seed0"))
     assert [t.parent.name for t in teachers] == ["tiny_ktm_teacher_goal0", "tiny_ktm_teacher_goal1"]
@@ -46,6 +48,7 @@ def test_tiny_student_nears_its_teachers_after_the_offline_stage_alone_and_resum
         "--gin_bindings=PointGoals.num_tasks = 2",
         "--gin_bindings=KTMDRL.offline_updates = 400",
         "--gin_bindings=Experiment.checkpoint_every_env_steps = 200",
+        f"--gin_bindings={SMALL_NETWORKS}",
     ]
     result = run_cli(*student, "--gin_bindings=Experiment.total_env_steps = 600", f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
