@@ -51,12 +51,13 @@ def run_cli(*args: str, timeout: int = 600):
 
 def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
     """Runs launch/run.py's main with `args` in this process, from the repository root, and
-    returns what run_cli would: for runs that end before training (refused, or nothing left to
-    do), which need not pay a new interpreter's imports (seconds each)."""
+    returns what run_cli would: for runs whose own interpreter is not under test (no signal, no
+    DDP, no kill), which need not pay a new interpreter's imports (seconds of CPU each)."""
     from picor_gin.run import cli
 
     monkeypatch.chdir(REPO)
-    monkeypatch.delenv(cli.RUN_DIR_VARIABLE, raising=False)  # main sets it for DDP workers
+    monkeypatch.setenv(cli.RUN_DIR_VARIABLE, "")  # main sets it for DDP workers: undone after the test
+    monkeypatch.delenv(cli.RUN_DIR_VARIABLE)
     capsys.readouterr()
     code = cli.main(list(args))
     captured = capsys.readouterr()

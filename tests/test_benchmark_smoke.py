@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks import evaluation_cost, plain_sac, throughput
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_in_process
 
 
 @pytest.mark.parametrize(
@@ -24,8 +24,8 @@ from tests.conftest import REPO, run_cli
         ("gin_configs/smoke/mt10_picor_ppo.gin", 10, True),  # the on-policy path and its correction
     ],
 )
-def test_smoke_config_runs_and_writes_one_entry_per_task(tmp_path, gin_file, tasks, has_success):
-    result = run_cli(f"--gin_file={gin_file}", f"--run_dir={tmp_path / 'run'}")
+def test_smoke_config_runs_and_writes_one_entry_per_task(tmp_path, gin_file, tasks, has_success, monkeypatch, capsys):
+    result = run_in_process(monkeypatch, capsys, f"--gin_file={gin_file}", f"--run_dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
     assert rows[-1]["env_steps"] == 600
