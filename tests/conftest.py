@@ -26,6 +26,17 @@ TWO_DDP_PROCESSES = (
 )
 
 
+# The files that take minutes on 2 cores, slowest first: handed out before the rest, so that no
+# worker starts one of them while the other has nothing left to do.
+SLOW_FILES = ("test_ktm_pipeline.py", "test_learning.py", "test_run.py", "test_benchmark_smoke.py",
+              "test_components.py", "test_cluster.py", "test_ppo.py", "test_sweep_report.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: file order otherwise kept
+
+
 @pytest.fixture(autouse=True)
 def clear_gin():
     gin.clear_config()
