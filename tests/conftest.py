@@ -69,6 +69,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     monkeypatch.chdir(REPO)
     monkeypatch.setenv(cli.RUN_DIR_VARIABLE, "")  # main sets it for DDP workers: undone after the test
     monkeypatch.delenv(cli.RUN_DIR_VARIABLE)
+    gin.clear_config()  # as a new interpreter would start: no bindings, unlocked
     capsys.readouterr()
     code = cli.main(list(args))
     captured = capsys.readouterr()

@@ -251,11 +251,11 @@ def test_a_periodic_checkpoint_waits_for_the_rollout_end_so_a_resume_loses_no_up
     assert steps == sorted(set(steps)) and steps[-1] == total
 
 
-def test_mtppo_learns_the_tiny_set_from_its_gin_file(tmp_path):
+def test_mtppo_learns_the_tiny_set_from_its_gin_file(tmp_path, monkeypatch, capsys):
     """20k env steps, seed 0: 0.93 when measured (docs/components.md, "PPO"); about 25 s."""
-    result = run_cli(
-        "--gin_file=gin_configs/tiny_mtppo.gin", "--gin_bindings=Experiment.total_env_steps = 20_000",
-        f"--run_dir={tmp_path / 'run'}",
+    result = run_in_process(
+        monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtppo.gin",
+        "--gin_bindings=Experiment.total_env_steps = 20_000", f"--run_dir={tmp_path / 'run'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["mean_score"] >= 0.8

@@ -85,9 +85,9 @@ def test_bindings_reach_the_operative_config_and_the_checkpoint(short_run):
     assert checkpoint["updates"] == 200
 
 
-def test_config_gin_repeats_the_run(short_run, tmp_path):
+def test_config_gin_repeats_the_run(short_run, tmp_path, monkeypatch, capsys):
     run_dir, _ = short_run
-    result = run_cli(f"--gin_file={run_dir / 'config.gin'}", f"--run_dir={tmp_path / 'again'}")
+    result = run_in_process(monkeypatch, capsys, f"--gin_file={run_dir / 'config.gin'}", f"--run_dir={tmp_path / 'again'}")
     assert result.returncode == 0, result.stderr[-3000:]
     # Same config and seed on CPU: the same evaluations, to the last digit.
     first = (run_dir / "eval.jsonl").read_text().splitlines()
@@ -401,12 +401,12 @@ def _copy_run(run_dir, destination):
     return destination
 
 
-def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path):
+def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path, monkeypatch, capsys):
     """short_run checkpointed at 1_100 (previous.ckpt) and 1_200 (last.ckpt)."""
     run_dir = _copy_run(short_run[0], tmp_path / "run")
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated mid-write by a crash
-    result = run_cli("--resume", str(run_dir), "--gin_bindings=Experiment.total_env_steps = 1_250")
+    result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=Experiment.total_env_steps = 1_250")
     assert result.returncode == 0, result.stderr[-3000:]
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "last.ckpt: cannot be read" in notes[0] and "previous.ckpt (env step 1100)" in notes[0]
@@ -464,8 +464,8 @@ def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_
     rollout the checkpoint cut short: a checkpoint at the budget, even mid-rollout (as SIGTERM
     leaves it), has nothing left to do. One rollout of tiny_mtppo is 960 env steps, 80 updates."""
     run_dir = tmp_path / "ppo"
-    result = run_cli("--gin_file=gin_configs/tiny_mtppo.gin", "--gin_bindings=Experiment.total_env_steps = 960",
-                     f"--run_dir={run_dir}")
+    result = run_in_process(monkeypatch, capsys, "--gin_file=gin_configs/tiny_mtppo.gin",
+                            "--gin_bindings=Experiment.total_env_steps = 960", f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=False)
