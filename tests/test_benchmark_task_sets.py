@@ -182,6 +182,16 @@ def test_metaworld_goals_are_drawn_once_per_machine_and_a_damaged_cache_file_is_
     assert len(list(tmp_path.iterdir())) == 1  # no file of a write left behind
 
 
+def test_a_cache_folder_that_cannot_be_written_costs_only_the_draw(mt10, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("PICOR_GIN_CACHE", str(tmp_path / "a_file" / "cache"))  # not a folder
+    name, env_class, task = metaworld_tasks._metaworld_fixed_tasks("MT10", 0)[0]
+    monkeypatch.setattr(metaworld, "MT10", lambda seed: types.SimpleNamespace(
+        train_classes={name: env_class}, train_tasks=[task]))
+    assert metaworld_tasks._metaworld_fixed_tasks.__wrapped__("MT10", 0) == ((name, env_class, task),)
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]
+
+
 def test_metaworld_time_limit_truncates_and_resets_instead_of_terminating(mt10):
     short = MetaWorldMT10(max_episode_steps=4)  # goals come from the per-process cache
     env = short.make_env(0, num_envs=2)
