@@ -33,6 +33,9 @@ SLOW_FILES = ("test_ktm_pipeline.py", "test_learning.py", "test_run.py", "test_b
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    missing = [name for name in SLOW_FILES if not (REPO / "tests" / name).is_file()]
+    if missing:  # a renamed file would silently lose its place at the front
+        raise pytest.UsageError(f"conftest.SLOW_FILES names no file {missing}")
     rank = {name: position for position, name in enumerate(SLOW_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: file order otherwise kept
 
