@@ -226,19 +226,31 @@ def test_a_replay_capacity_below_the_batch_size_is_refused_naming_both():
 
 
 def test_a_run_folder_file_rewritten_on_a_full_disk_keeps_its_old_content(tmp_path, monkeypatch):
-    from pathlib import Path
-
+    from picor_gin import whole_files
     from picor_gin.run.files import replace_text
 
     config = tmp_path / "config.gin"
     config.write_text("old\n")
-    write_text = Path.write_text
+    open_temporary = whole_files.NamedTemporaryFile
 
-    def full_disk(self, text, *args, **kwargs):
-        write_text(self, text[:2], *args, **kwargs)  # a part lands, then the disk is full
-        raise OSError(28, "No space left on device")
+    class FullDisk:
+        """The temporary file, on a disk that fills after the first two bytes."""
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+        def __init__(self, **kwargs):
+            self.file = open_temporary(**kwargs)
+            self.name = self.file.name
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.file.write(data[:2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(whole_files, "NamedTemporaryFile", FullDisk)
     with pytest.raises(OSError, match="No space left"):
         replace_text(config, "new\n")
     monkeypatch.undo()

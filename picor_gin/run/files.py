@@ -9,17 +9,14 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from picor_gin.whole_files import write_whole
+
 
 def replace_text(path: Path, text: str) -> None:
     """Makes `text` the content of `path` in one rename; does nothing where it already is."""
     if path.exists() and path.read_text() == text:
         return
-    writing = path.with_name(f"{path.name}.writing")
-    try:
-        writing.write_text(text)
-        os.replace(writing, path)
-    finally:
-        writing.unlink(missing_ok=True)
+    write_whole(path, text)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,6 +11,7 @@ import gin
 import numpy as np
 
 from picor_gin.tasks.gym import GymTasks
+from picor_gin.whole_files import write_whole
 
 
 #: Geoms scaled for each HalfCheetah body part, as in gym-extensions (Henderson et al., 2017,
@@ -56,10 +56,7 @@ def scaled_half_cheetah_xml(geoms: Sequence[str], factor: float) -> str:
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / "picor_gin" / f"half_cheetah_{digest}.xml"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial_path = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        partial_path.write_text(text)
-        os.replace(partial_path, path)  # atomic: a concurrent reader never sees half a file
+        write_whole(path, text)
     return str(path)
 
 

@@ -5,7 +5,6 @@ import functools
 import importlib.metadata
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -15,6 +14,7 @@ from torchrl.envs import EnvBase
 
 from picor_gin.tasks.base import TaskSet
 from picor_gin.tasks.gym import _check_episode_steps, gym_task_env
+from picor_gin.whole_files import write_whole
 
 
 def goal_cache_file(benchmark: str, goal_seed: int) -> Path:
@@ -47,28 +47,11 @@ def _metaworld_fixed_tasks(benchmark: str, goal_seed: int) -> tuple[tuple[str, t
         (name, env_cls, next(t for t in suite.train_tasks if t.env_name == name))
         for name, env_cls in suite.train_classes.items()
     )
-    _write_whole(path, pickle.dumps(tasks))
-    return tasks
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """Writes `data` to a file of its own beside `path`, then renames it over `path`: processes
-    drawing at once (a sweep, DDP ranks) never read half a file. A cache that cannot be written
-    costs the next process a draw, nothing else."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", delete=False)
-    except OSError:
-        return
-    writing = Path(file.name)
-    try:
-        with file:
-            file.write(data)
-        os.replace(writing, path)
-    except OSError:
+        write_whole(path, pickle.dumps(tasks))
+    except OSError:  # a cache that cannot be written costs the next process a draw, nothing else
         pass
-    finally:
-        writing.unlink(missing_ok=True)
+    return tasks
 
 
 def _make_metaworld_env(env_cls: type, task: Any, max_episode_steps: int) -> gym.Env:
