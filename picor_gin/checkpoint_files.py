@@ -4,6 +4,14 @@ process beyond rank 0, and the choice of the one a resumed run starts from.
     last.ckpt, last.rank<r>.ckpt          the newest checkpoint (rank 0's buffers are inside it)
     previous.ckpt, previous.rank<r>.ckpt  the one before, the fallback when the newest cannot be read
     writing.ckpt, writing.rank<r>.ckpt    one being written, renamed to last once complete
+    <each of these>.sha256                its SHA-256, written with it and renamed with it
+
+torch.load reads a file whose bytes changed on disk without complaint (a flipped byte in a
+replay buffer or a weight loads as a different value), hence the digests: a resume reads only a
+file whose SHA-256 one of its process's digest files holds, and falls back to the previous
+checkpoint otherwise. Any of them, not only its own, because a crash between renaming a file
+and renaming its digest leaves them under different names. A process's files without any
+digest file (written by a version of picor-gin before the digests) are read unchecked.
 
 Each process renames its own files, so a crash can leave rank 0's `last` one checkpoint ahead of
 (or behind) rank r's; rank r's replay file is therefore found by its env step, not by its name.
@@ -14,11 +22,14 @@ buffers go to files of their own, written here.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from picor_gin.whole_files import write_whole
 
 LAST, PREVIOUS, WRITING = "last", "previous", "writing"
 
@@ -35,6 +46,10 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (e.g. the disk is full); the previous ones are intact."""
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file's bytes match none of its process's digests."""
+
+
 class UnreadableCheckpoint(ValueError):
     """No checkpoint of a run folder can be read."""
 
@@ -42,6 +57,50 @@ class UnreadableCheckpoint(ValueError):
 def checkpoint_path(dirpath: Path, name: str = LAST, rank: int = 0) -> Path:
     """Rank 0's file holds the whole checkpoint; rank r's, that process's replay state."""
     return Path(dirpath) / (f"{name}.ckpt" if rank == 0 else f"{name}.rank{rank}.ckpt")
+
+
+def digest_path(checkpoint: Path) -> Path:
+    """The file holding `checkpoint`'s SHA-256."""
+    return checkpoint.with_name(f"{checkpoint.name}.sha256")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_digest(checkpoint: Path) -> None:
+    """Writes the SHA-256 of the complete file `checkpoint` beside it.
+
+    Raises:
+        OSError: it could not be read or the digest could not be written.
+    """
+    write_whole(digest_path(checkpoint), _sha256(checkpoint) + "\n")
+
+
+def _rank(path: Path) -> int:
+    """The process whose file `path` is, from its name (checkpoint_path's)."""
+    suffix = Path(path.name.removesuffix(".ckpt")).suffix
+    return int(suffix.removeprefix(".rank")) if suffix.startswith(".rank") else 0
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Loads a checkpoint file memory-mapped (tensors stay on disk until touched), once its
+    bytes match a digest of its process (module docstring).
+
+    Raises:
+        DamagedCheckpoint: the file's SHA-256 is none of its process's digests.
+    """
+    rank = _rank(path)
+    digests = set()
+    for name in (LAST, PREVIOUS, WRITING):
+        written = digest_path(checkpoint_path(path.parent, name, rank))
+        if written.is_file():
+            digests.add(written.read_text().strip())
+    if digests and _sha256(path) not in digests:
+        raise DamagedCheckpoint("damaged: its SHA-256 matches no digest written with the checkpoints (its bytes changed on disk)")
+    # The run's own file, holding optimizer states and replay buffers: not weights only.
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
 def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
@@ -59,7 +118,10 @@ def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
         if not candidate.is_file():
             continue
         try:
-            candidate_steps = data_state(_read(candidate))["env_steps"]
+            candidate_steps = data_state(read_checkpoint(candidate))["env_steps"]
+        except DamagedCheckpoint as problem:
+            found.append(f"{candidate.name} is {problem}")
+            continue
         except Exception as error:  # noqa: BLE001  (torch reports truncation and corruption in many types)
             found.append(f"{candidate.name} cannot be read ({type(error).__name__})")
             continue
@@ -70,27 +132,25 @@ def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
 
 
 def promote(written: Path, dirpath: Path, rank: int) -> None:
-    """Makes the finished temporary file `written` the last checkpoint of process `rank`, the
-    last one becoming the previous one. Each step is an atomic rename: a crash in between
-    leaves `previous` and no `last`, and resuming then starts from `previous`."""
+    """Makes the finished temporary file `written` (and its digest) the last checkpoint of
+    process `rank`, the last one becoming the previous one. Each step is an atomic rename: a
+    crash in between leaves `previous` and no `last`, and resuming then starts from `previous`."""
     last = checkpoint_path(dirpath, LAST, rank)
-    if last.exists():
-        os.replace(last, checkpoint_path(dirpath, PREVIOUS, rank))
-    os.replace(written, last)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """Loads a checkpoint file memory-mapped (tensors stay on disk until touched)."""
-    # The run's own file, holding optimizer states and replay buffers: not weights only.
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    for source, target in ((last, checkpoint_path(dirpath, PREVIOUS, rank)), (written, last)):
+        if source.exists():
+            os.replace(source, target)
+        if digest_path(source).exists():
+            os.replace(digest_path(source), digest_path(target))
 
 
 def _check(path: Path) -> dict[str, Any]:
     """Loads `path` and its processes' replay files; raises ValueError saying what is wrong."""
+    if not path.is_file():
+        raise ValueError("missing")
     try:
-        checkpoint = _read(path)
-    except FileNotFoundError:
-        raise ValueError("missing") from None
+        checkpoint = read_checkpoint(path)
+    except DamagedCheckpoint:
+        raise
     except Exception as error:  # noqa: BLE001  (torch reports truncation and corruption in many types)
         raise ValueError(f"cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from error
     missing = [key for key in ("state_dict", "epoch", "updates") if key not in checkpoint]

@@ -174,6 +174,7 @@ def test_teachers_are_found_by_task_and_seed_and_loaded_with_their_replay(tmp_pa
     ("unfinished", "teacher run {root}/goal3 has not finished"),
     ("network", "teacher of task 'goal3' in {root}/goal3: its critic does not fit KTMDRL.teacher_network"),
     ("two of a seed", "2 teachers of task 'goal3' with seed 0 in {root}"),
+    ("damaged", "teacher run {root}/goal3: checkpoints/last.ckpt is damaged: its SHA-256 matches no digest"),
 ])
 def test_a_missing_or_mismatched_teacher_is_refused_naming_task_and_folder(tmp_path, problem, message):
     for z in range(3):
@@ -193,6 +194,9 @@ def test_a_missing_or_mismatched_teacher_is_refused_naming_task_and_folder(tmp_p
     elif problem == "two of a seed":
         fake_teacher_run(tmp_path / "goal3" / "a", "goal3")
         fake_teacher_run(tmp_path / "goal3" / "b", "goal3")
+    elif problem == "damaged":
+        last = fake_teacher_run(tmp_path / "goal3", "goal3") / "checkpoints" / "last.ckpt"
+        (last.parent / "last.ckpt.sha256").write_text("0" * 64 + "\n")  # the file's bytes no longer match it
     with pytest.raises(ValueError) as error:
         _setup(tmp_path)
     assert message.format(root=tmp_path) in str(error.value)

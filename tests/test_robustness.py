@@ -187,7 +187,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_two(tmp_path, monkeypatc
     with pytest.raises(CheckpointWriteError, match=r"No space left on device.*last.ckpt keeps env step 221"):
         experiment.run(built, tmp_path)
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert files == ["last.ckpt", "previous.ckpt"]  # no partial file, no failed.ckpt
+    assert files == ["last.ckpt", "last.ckpt.sha256", "previous.ckpt", "previous.ckpt.sha256"]  # no partial file, no failed.ckpt
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     previous = torch.load(tmp_path / "checkpoints" / "previous.ckpt", weights_only=False)
     assert (previous["MultiTaskData"]["env_steps"], last["MultiTaskData"]["env_steps"]) == (201, 221)

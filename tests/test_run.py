@@ -2,14 +2,17 @@
 in-process where it is refused before anything is built."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from picor_gin.checkpoint_files import write_digest
 from picor_gin.run.forgetting import forgetting_history, mean_over_tasks
 from tests.conftest import REPO, TWO_DDP_PROCESSES, run_cli, run_in_process
 
@@ -366,7 +369,11 @@ def test_two_process_ddp_run_stays_in_sync_counts_globally_and_resumes_each_proc
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 2_600  # one evaluator, global steps
     assert result.stdout.count("run folder:") == 1
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "last.rank1.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "last.ckpt", "last.ckpt.sha256", "last.rank1.ckpt", "last.rank1.ckpt.sha256"]
+    for name in ("last.ckpt", "last.rank1.ckpt"):  # each process digests its own file
+        digest = hashlib.sha256((checkpoints / name).read_bytes()).hexdigest()
+        assert (checkpoints / f"{name}.sha256").read_text() == digest + "\n"
     rank0, rank1 = _replay(checkpoints / "last.ckpt"), _replay(checkpoints / "last.rank1.ckpt")
     assert sum(map(len, rank0)) == sum(map(len, rank1)) == 1_300  # each process's local env steps
     assert not torch.equal(rank0[0], rank1[0])  # each process collected its own transitions
@@ -409,19 +416,29 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run,
     result = run_in_process(monkeypatch, capsys, "--resume", str(run_dir), "--gin_bindings=Experiment.total_env_steps = 1_250")
     assert result.returncode == 0, result.stderr[-3000:]
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "last.ckpt: cannot be read" in notes[0] and "previous.ckpt (env step 1100)" in notes[0]
+    assert len(notes) == 1 and "last.ckpt: damaged" in notes[0] and "previous.ckpt (env step 1100)" in notes[0]
     resumed = torch.load(last, weights_only=False)
     assert resumed["MultiTaskData"]["env_steps"] == 1_250 and resumed["updates"] == 100 + 150
     steps = [json.loads(line)["env_steps"] for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert steps == [1_100, 1_250]  # the 1_200 row belonged to the lost checkpoint
 
 
-@pytest.mark.parametrize("damage", ["garbage", "another_version"])
-def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short_run, tmp_path, damage, monkeypatch, capsys):
+@pytest.mark.parametrize("damage, says", [
+    ("changed_bytes", "damaged: its SHA-256 matches no digest"),
+    ("garbage_without_digests", "cannot be read"),
+    ("another_version", "another version"),
+])
+def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short_run, tmp_path, damage, says, monkeypatch, capsys):
     run_dir = _copy_run(short_run[0], tmp_path / "run")
     for name in ("last.ckpt", "previous.ckpt"):
         path = run_dir / "checkpoints" / name
-        if damage == "garbage":
+        if damage == "changed_bytes":  # one flipped byte, which torch.load alone would read
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+            continue
+        Path(f"{path}.sha256").unlink()  # neither a foreign file nor an older version's has digests
+        if damage == "garbage_without_digests":
             path.write_bytes(b"\x00not a checkpoint" * 100)
         else:  # a readable file without this version's entries
             torch.save({"state_dict": {}, "epoch": 0}, path)
@@ -430,7 +447,7 @@ def test_resume_with_no_readable_checkpoint_is_bad_input_naming_both_files(short
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "last.ckpt: " in lines[0] and "previous.ckpt: " in lines[0]
-    assert ("cannot be read" if damage == "garbage" else "another version") in lines[0]
+    assert lines[0].count(says) == 2
     assert sorted(p.name for p in run_dir.rglob("*")) == before  # the run folder is left as it was
 
 
@@ -472,6 +489,7 @@ def test_resuming_a_rollout_run_stopped_in_its_last_rollout_touches_nothing(tmp_
     assert checkpoint["RolloutData"]["env_steps"] == 960 and checkpoint["RolloutData"]["rollout_updates"] == 80
     checkpoint["RolloutData"]["rollout_updates"] = 30
     torch.save(checkpoint, last)
+    write_digest(last)  # edited on purpose: a file of its own, not a damaged one
     _resume_finds_nothing_to_do(monkeypatch, capsys, run_dir, 960, 960)
 
 

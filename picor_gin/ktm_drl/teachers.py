@@ -12,7 +12,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-from picor_gin.checkpoint_files import checkpoint_path
+from picor_gin.checkpoint_files import DamagedCheckpoint, checkpoint_path, read_checkpoint
 
 CRITIC_PREFIX = "backbone.critic."
 #: Folders a sweep leaves beside its runs: attempts set aside, scratch folders of ranks above 0.
@@ -67,7 +67,10 @@ def _read(folder: Path) -> TeacherRun:
         raise ValueError(f"teacher run {folder} has no checkpoint ({path.relative_to(folder)}): finish or --resume it")
     if not (folder / "summary.json").is_file():
         raise ValueError(f"teacher run {folder} has not finished (no summary.json): --resume it to the end")
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    try:
+        checkpoint = read_checkpoint(path)
+    except DamagedCheckpoint as problem:
+        raise ValueError(f"teacher run {folder}: {path.relative_to(folder)} is {problem}") from None
     tasks = checkpoint.get("task_names")
     if tasks is None or len(tasks) != 1:
         raise ValueError(f"teacher run {folder} is not a one-task run of this framework (its tasks: {tasks})")

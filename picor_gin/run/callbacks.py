@@ -12,7 +12,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from picor_gin.checkpoint_files import WRITING, CheckpointWriteError, checkpoint_path, has_checkpoint, promote
+from picor_gin.checkpoint_files import (
+    WRITING, CheckpointWriteError, checkpoint_path, digest_path, has_checkpoint, promote, write_digest,
+)
 from picor_gin.data import OFFLINE, Batch, TaskEnvData
 from picor_gin.run.evaluation import evaluate, headline_metric
 from picor_gin.run.files import replace_text
@@ -129,8 +131,9 @@ class PeriodicEvaluation(L.Callback):
 class EnvStepCheckpoint(L.Callback):
     """Writes a checkpoint (model, optimizers, replay buffers; under DDP every process's) every
     N env steps, at the end and on SIGTERM/SIGINT, keeping the last two (checkpoint_files.py).
-    Each is written to a temporary file then renamed, so a crash or a full disk mid-save keeps
-    the older ones. Any other failure keeps them as they are and writes `failed.ckpt`."""
+    Each is written to a temporary file, its SHA-256 beside it, then renamed, so a crash or a
+    full disk mid-save keeps the older ones. Any other failure keeps them as they are and
+    writes `failed.ckpt`."""
 
     def __init__(self, dirpath: Path, every_env_steps: int):
         self.dirpath = Path(dirpath)
@@ -179,8 +182,14 @@ class EnvStepCheckpoint(L.Callback):
         except OSError as error:
             problem = error
             trainer.strategy.barrier()  # rank 0 failed before the barrier the others wait in
+        if problem is None:
+            try:
+                write_digest(written)
+            except OSError as error:
+                problem = error
         if not trainer.strategy.reduce_boolean_decision(problem is None, all=True):
             written.unlink(missing_ok=True)
+            digest_path(written).unlink(missing_ok=True)
             raise CheckpointWriteError(
                 f"could not write the checkpoint of env step {_env_steps(trainer)} in {self.dirpath} "
                 f"({problem or 'failed on another process'}); {self.kept()}: free space and --resume"
