@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import picor_gin  # noqa: E402,F401  (registers the configurables)
-from picor_gin.checkpoint_files import CheckpointWriteError  # noqa: E402
+from picor_gin.checkpoint_files import CheckpointWriteError, read_checkpoint  # noqa: E402
 from picor_gin.run.experiment import Experiment, Run  # noqa: E402
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -137,9 +137,9 @@ def full_capacity_checkpoint() -> str:
         experiment.run(built, run_dir)
         last = run_dir / "checkpoints" / "last.ckpt"
         start = time.perf_counter()
-        loaded = torch.load(last, map_location="cpu", weights_only=False)
-        read_s = time.perf_counter() - start
+        loaded = read_checkpoint(last)  # as a resume reads it: its digest checked, then memory-mapped
         transitions = sum(b["_storage"]["_len"] for b in loaded["MultiTaskData"]["buffers"])
+        read_s = time.perf_counter() - start
         return (f"MT10 checkpoint at full replay capacity ({transitions:,} transitions): "
                 f"{last.stat().st_size / 2**20:.0f} MiB, written in {timings['write_s']:.1f} s, read in {read_s:.1f} s")
 
@@ -162,10 +162,10 @@ def disk_full() -> str:
             return "disk full: the small file system did not fill (no verdict)"
         except CheckpointWriteError as error:
             checkpoints = mount / "run" / "checkpoints"
-            kept = {p.name: torch.load(p, weights_only=False)["MultiTaskData"]["env_steps"]
+            kept = {p.name: read_checkpoint(p)["MultiTaskData"]["env_steps"]
                     for p in sorted(checkpoints.glob("*.ckpt"))}
             return (f"disk full (tmpfs of {int(2.5 * size) + 2**20:,} bytes, checkpoints of {size:,}): the run "
-                    f"stopped with \"{error}\"; files left: {kept} (all readable)")
+                    f"stopped with \"{error}\"; files left: {kept} (all readable, their digests matching)")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
         mount.rmdir()

@@ -65,8 +65,11 @@ def digest_path(checkpoint: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_digest(checkpoint: Path) -> None:
@@ -160,8 +163,18 @@ def _check(path: Path) -> dict[str, Any]:
         raise ValueError(f"lacks {', '.join(missing)} (written by another version of picor-gin?)")
     env_steps = data_state(checkpoint)["env_steps"]
     for rank in range(1, data_state(checkpoint).get("world_size", 1)):
-        process_file(path, rank, env_steps)
+        _own_digest(process_file(path, rank, env_steps))
+    _own_digest(path)
     return checkpoint
+
+
+def _own_digest(path: Path) -> None:
+    """Gives `path`, a file a resume starts from, a digest file of its own where it has none.
+    After a crash between a file's rename and its digest's, the digest stands under another name,
+    which the next save overwrites; a file of a version before the digests has none. Either
+    would then be called damaged once the next save makes it `previous`."""
+    if not digest_path(path).is_file():
+        write_digest(path)
 
 
 def has_checkpoint(dirpath: Path) -> bool:

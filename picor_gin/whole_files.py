@@ -4,8 +4,8 @@ HalfCheetah models."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
-from tempfile import NamedTemporaryFile
 
 
 def write_whole(path: Path, data: bytes | str) -> None:
@@ -19,10 +19,11 @@ def write_whole(path: Path, data: bytes | str) -> None:
         OSError: from the folder, the write or the rename.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    file = NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", suffix=".writing", delete=False)
-    writing = Path(file.name)
+    writing = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.writing")
+    # os.open, not tempfile's: its files are the owner's alone, these are as readable as any other file.
+    descriptor = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with file:
+        with os.fdopen(descriptor, "wb") as file:
             file.write(data.encode() if isinstance(data, str) else data)
         os.replace(writing, path)
     finally:

@@ -10,7 +10,8 @@ import torch
 
 from picor_gin import checkpoint_files
 from picor_gin.checkpoint_files import (
-    LAST, PREVIOUS, WRITING, UnreadableCheckpoint, checkpoint_path, process_file, promote, resumable, write_digest,
+    LAST, PREVIOUS, WRITING, UnreadableCheckpoint, checkpoint_path, process_file, promote, read_checkpoint, resumable,
+    write_digest,
 )
 
 
@@ -78,9 +79,14 @@ def test_a_crash_between_a_file_and_its_digest_never_makes_a_complete_file_damag
     with pytest.raises(KeyboardInterrupt) if renames_done < 4 else contextlib.nullcontext():
         promote(checkpoint_path(tmp_path, WRITING), tmp_path, 0)
     monkeypatch.undo()
-    _, checkpoint, note = resumable(tmp_path)
+    path, checkpoint, note = resumable(tmp_path)
     assert checkpoint["MultiTaskData"]["env_steps"] == resumed_step
     assert note is None or "damaged" not in note
+
+    # The resumed run saves again: the file it resumed from, now `previous`, still reads.
+    _write(tmp_path, WRITING, 0, 400)
+    promote(checkpoint_path(tmp_path, WRITING), tmp_path, 0)
+    assert read_checkpoint(checkpoint_path(tmp_path, PREVIOUS))["MultiTaskData"]["env_steps"] == resumed_step
 
 
 def test_a_changed_byte_in_the_last_checkpoint_resumes_from_the_previous_one_saying_why(tmp_path):
@@ -102,6 +108,15 @@ def test_a_changed_byte_in_a_process_replay_file_makes_its_checkpoint_unusable(t
     assert path.name == "previous.ckpt" and checkpoint["MultiTaskData"]["env_steps"] == 200
     assert "last.rank1.ckpt is damaged" in note
     assert process_file(path, 1, 200).name == "previous.rank1.ckpt"
+
+
+def test_a_run_of_a_version_before_the_digests_keeps_both_checkpoints_readable_after_its_next_save(tmp_path):
+    _two_checkpoints_then_a_third_written(tmp_path, digests=False)
+    path, _, _ = resumable(tmp_path)  # the resume
+    _write(tmp_path, WRITING, 0, 300)  # and its first save
+    promote(checkpoint_path(tmp_path, WRITING), tmp_path, 0)
+    assert read_checkpoint(checkpoint_path(tmp_path, LAST))["MultiTaskData"]["env_steps"] == 300
+    assert read_checkpoint(checkpoint_path(tmp_path, PREVIOUS))["MultiTaskData"]["env_steps"] == 200
 
 
 def test_a_changed_byte_goes_unnoticed_without_digests_as_in_older_versions(tmp_path):

@@ -226,32 +226,39 @@ def test_a_replay_capacity_below_the_batch_size_is_refused_naming_both():
 
 
 def test_a_run_folder_file_rewritten_on_a_full_disk_keeps_its_old_content(tmp_path, monkeypatch):
-    from picor_gin import whole_files
+    import io
+    import os
+
     from picor_gin.run.files import replace_text
 
     config = tmp_path / "config.gin"
     config.write_text("old\n")
-    open_temporary = whole_files.NamedTemporaryFile
+    open_descriptor = os.fdopen
 
-    class FullDisk:
+    class FullDisk(io.FileIO):
         """The temporary file, on a disk that fills after the first two bytes."""
 
-        def __init__(self, **kwargs):
-            self.file = open_temporary(**kwargs)
-            self.name = self.file.name
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
         def write(self, data):
-            self.file.write(data[:2])
+            super().write(data[:2])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(whole_files, "NamedTemporaryFile", FullDisk)
+    monkeypatch.setattr(os, "fdopen", lambda descriptor, mode: FullDisk(descriptor, "wb"))
     with pytest.raises(OSError, match="No space left"):
         replace_text(config, "new\n")
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "fdopen", open_descriptor)
     assert config.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["config.gin"]
+
+
+def test_a_file_replaced_whole_is_as_readable_as_one_written_in_place(tmp_path):
+    """Other users on a shared node read the scaled HalfCheetah models and teacher runs."""
+    import os
+
+    from picor_gin.whole_files import write_whole
+
+    umask = os.umask(0o022)
+    try:
+        write_whole(tmp_path / "whole.txt", "x")
+        (tmp_path / "in_place.txt").write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "whole.txt").stat().st_mode & 0o777 == (tmp_path / "in_place.txt").stat().st_mode & 0o777 == 0o644

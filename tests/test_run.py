@@ -408,7 +408,7 @@ def _copy_run(run_dir, destination):
     return destination
 
 
-def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path, monkeypatch, capsys):
+def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path, monkeypatch, capsys):
     """short_run checkpointed at 1_100 (previous.ckpt) and 1_200 (last.ckpt)."""
     run_dir = _copy_run(short_run[0], tmp_path / "run")
     last = run_dir / "checkpoints" / "last.ckpt"

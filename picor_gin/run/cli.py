@@ -201,7 +201,8 @@ def _configure(args: argparse.Namespace) -> tuple[Experiment, Path, Path | None,
     """Parses gin and builds the Experiment; raises BadInput for anything the user can fix.
 
     Returns the experiment, its run folder and, when resuming, the checkpoint file and its
-    content (memory-mapped: only parameter shapes and counters are read from it).
+    content (checked against its digest, then memory-mapped: only parameter shapes and counters
+    are read from it).
     """
     gin_files = list(args.gin_file)
     resume_from = checkpoint = None

@@ -199,5 +199,5 @@ class Experiment:
         if built.trainer.world_size > 1:
             summary["process_parameter_checksums"] = built.module.process_checksums
         if built.trainer.is_global_zero:
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            replace_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")  # it marks the run finished
         return summary
