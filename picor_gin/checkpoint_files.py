@@ -81,20 +81,13 @@ def write_digest(checkpoint: Path) -> None:
     write_whole(digest_path(checkpoint), _sha256(checkpoint) + "\n")
 
 
-def _rank(path: Path) -> int:
-    """The process whose file `path` is, from its name (checkpoint_path's)."""
-    suffix = Path(path.name.removesuffix(".ckpt")).suffix
-    return int(suffix.removeprefix(".rank")) if suffix.startswith(".rank") else 0
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Loads a checkpoint file memory-mapped (tensors stay on disk until touched), once its
-    bytes match a digest of its process (module docstring).
+def read_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
+    """Loads process `rank`'s checkpoint file memory-mapped (tensors stay on disk until
+    touched), once its bytes match a digest of that process (module docstring).
 
     Raises:
         DamagedCheckpoint: the file's SHA-256 is none of its process's digests.
     """
-    rank = _rank(path)
     digests = set()
     for name in (LAST, PREVIOUS, WRITING):
         written = digest_path(checkpoint_path(path.parent, name, rank))
@@ -106,10 +99,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
-def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
+def process_file(checkpoint: Path, rank: int, env_steps: int) -> tuple[Path, dict[str, Any]]:
     """Process `rank`'s replay file of env step `env_steps`, the step of the checkpoint file
-    `checkpoint` (rank 0's): the one of the same name, or, after a crash between two processes'
-    renames, the one under another name.
+    `checkpoint` (rank 0's), and its content as read_checkpoint loads it: the one of the same
+    name, or, after a crash between two processes' renames, the one under another name.
 
     Raises:
         ValueError: saying which step each candidate holds.
@@ -121,7 +114,8 @@ def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
         if not candidate.is_file():
             continue
         try:
-            candidate_steps = data_state(read_checkpoint(candidate))["env_steps"]
+            content = read_checkpoint(candidate, rank)
+            candidate_steps = data_state(content)["env_steps"]
         except DamagedCheckpoint as problem:
             found.append(f"{candidate.name} is {problem}")
             continue
@@ -129,7 +123,7 @@ def process_file(checkpoint: Path, rank: int, env_steps: int) -> Path:
             found.append(f"{candidate.name} cannot be read ({type(error).__name__})")
             continue
         if candidate_steps == env_steps:
-            return candidate
+            return candidate, content
         found.append(f"{candidate.name} is of env step {candidate_steps}")
     raise ValueError(f"no rank-{rank} replay file of env step {env_steps} ({'; '.join(found) or 'none found'})")
 
@@ -163,7 +157,7 @@ def _check(path: Path) -> dict[str, Any]:
         raise ValueError(f"lacks {', '.join(missing)} (written by another version of picor-gin?)")
     env_steps = data_state(checkpoint)["env_steps"]
     for rank in range(1, data_state(checkpoint).get("world_size", 1)):
-        _own_digest(process_file(path, rank, env_steps))
+        _own_digest(process_file(path, rank, env_steps)[0])
     _own_digest(path)
     return checkpoint
 

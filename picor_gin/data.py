@@ -24,7 +24,7 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase, ParallelEnv
 
-from picor_gin.checkpoint_files import process_file, read_checkpoint
+from picor_gin.checkpoint_files import process_file
 from picor_gin.samplers import TaskSampler, UniformEveryK
 from picor_gin.tasks import TaskSet
 
@@ -279,8 +279,8 @@ class TaskEnvData(L.LightningDataModule, abc.ABC):
                 file=sys.stderr,
             )
         if source > 0:
-            own = process_file(Path(self.trainer.ckpt_path), source, state["env_steps"])
-            state = read_checkpoint(own)[type(self).__qualname__]
+            _, own = process_file(Path(self.trainer.ckpt_path), source, state["env_steps"])
+            state = own[type(self).__qualname__]
         self._restore(state)
         if saved_world_size == self.world_size and "torch_rng_state" in state:
             torch.set_rng_state(state["torch_rng_state"])

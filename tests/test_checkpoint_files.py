@@ -51,8 +51,9 @@ def test_a_crash_between_the_processes_promotions_resumes_from_a_step_both_proce
     path, checkpoint, _ = resumable(tmp_path)
     env_steps = checkpoint["MultiTaskData"]["env_steps"]
     assert env_steps == (300 if 0 in promoted else 200)
-    replay = process_file(path, 1, env_steps)
+    replay, content = process_file(path, 1, env_steps)
     assert torch.load(replay, weights_only=False)["MultiTaskData"]["env_steps"] == env_steps
+    assert content["MultiTaskData"]["env_steps"] == env_steps
 
 
 def test_a_rank_file_of_no_matching_step_makes_the_checkpoint_unusable_and_says_why(tmp_path):
@@ -107,7 +108,7 @@ def test_a_changed_byte_in_a_process_replay_file_makes_its_checkpoint_unusable(t
     path, checkpoint, note = resumable(tmp_path)
     assert path.name == "previous.ckpt" and checkpoint["MultiTaskData"]["env_steps"] == 200
     assert "last.rank1.ckpt is damaged" in note
-    assert process_file(path, 1, 200).name == "previous.rank1.ckpt"
+    assert process_file(path, 1, 200)[0].name == "previous.rank1.ckpt"
 
 
 def test_a_run_of_a_version_before_the_digests_keeps_both_checkpoints_readable_after_its_next_save(tmp_path):
